@@ -1,0 +1,330 @@
+//! The three entry points of SPEC section 6, in plain Rust.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::bpf::{Hook, Subsystem, MICROSEG_OBJECT, RULES, TAP_TO_GROUP};
+use crate::config::{self, Mark, MicrosegConfig};
+use crate::lock::Mode;
+use crate::netdev::{self, GuestNic, NicKind};
+use crate::resolve::{self, Verdict};
+use crate::state::{AttachOutcome, Freshness, KernelState, Loaded};
+use crate::sys;
+
+/// Where the library reads and writes. Production needs no arguments; tests
+/// and development redirect every path with environment variables.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub running_config: PathBuf,
+    pub bpf_root: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+impl Settings {
+    pub const DEFAULT_RUNNING_CONFIG: &'static str = "/etc/pve/sdn/.running-config";
+    pub const DEFAULT_BPF_ROOT: &'static str = "/sys/fs/bpf/proxmox-ebpf";
+    pub const DEFAULT_RUN_DIR: &'static str = "/run/proxmox-ebpf";
+
+    /// Read at every call, so a long-running daemon follows its environment.
+    pub fn from_env() -> Settings {
+        let var = |name: &str, default: &str| {
+            std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| default.into())
+        };
+        Settings {
+            running_config: var("PVE_MICROSEG_RUNNING_CONFIG", Self::DEFAULT_RUNNING_CONFIG),
+            bpf_root: var("PVE_MICROSEG_BPF_ROOT", Self::DEFAULT_BPF_ROOT),
+            run_dir: var("PVE_MICROSEG_RUN_DIR", Self::DEFAULT_RUN_DIR),
+        }
+    }
+}
+
+/// What a pass changed in the kernel; counted where the change is made.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The object was loaded (the verifier ran).
+    pub loaded: bool,
+    pub map_writes: usize,
+    pub map_deletes: usize,
+    pub links_created: usize,
+    pub links_updated: usize,
+    pub links_detached: usize,
+    /// Local assigned NICs enforced after the pass.
+    pub nics: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfaceOutcome {
+    NotGuestNic,
+    Unassigned,
+    Vanished,
+    Enforced { mark: Mark, report: Report },
+    /// Programs were not current: a full pass ran instead.
+    FullPass(Report),
+}
+
+/// One local NIC to enforce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LocalNic {
+    name: String,
+    ifindex: u32,
+    mark: Mark,
+}
+
+/// The library, bound to its settings and BPF object.
+#[derive(Debug, Clone)]
+pub struct Microseg {
+    pub settings: Settings,
+    pub state: KernelState,
+}
+
+impl Microseg {
+    pub fn new(settings: Settings, object: &'static [u8]) -> Microseg {
+        let state = KernelState::new(Subsystem::microseg(object), &settings.bpf_root, &settings.run_dir);
+        Microseg { settings, state }
+    }
+
+    pub fn from_env() -> Microseg {
+        Microseg::new(Settings::from_env(), MICROSEG_OBJECT)
+    }
+
+    fn capacity(&self, map: &str) -> Result<usize> {
+        let layouts = self.state.sub.map_layouts()?;
+        Ok(layouts.iter().find(|l| l.name == map).map(|l| l.max_entries as usize).unwrap_or(0))
+    }
+
+    /// Reads, validates and resolves the config: everything that can fail on
+    /// bad input happens here, before the kernel is touched.
+    fn desired(&self, cfg: &MicrosegConfig) -> Result<Desired> {
+        let pairs = resolve::resolve(cfg, self.capacity(RULES)?)?;
+        let mut nics = Vec::new();
+        for a in cfg.assignments.values() {
+            let mark = cfg.groups[&a.group].mark;
+            for kind in NicKind::ALL {
+                let name = GuestNic { kind, vmid: a.vmid, iface: a.iface }.name();
+                if let Some(ifindex) = netdev::ifindex(&name) {
+                    nics.push(LocalNic { name, ifindex, mark });
+                }
+            }
+        }
+        let cap = self.capacity(TAP_TO_GROUP)?;
+        if nics.len() > cap {
+            bail!("microseg: {} local assigned NICs, the kernel group map holds {cap}", nics.len());
+        }
+        Ok(Desired { pairs, nics })
+    }
+
+    /// Full pass: SPEC section 6, `apply_full()`.
+    pub fn apply_full(&self) -> Result<Report> {
+        let cfg = config::load(&self.settings.running_config)?;
+        if cfg.is_empty() {
+            log::info!("microseg: nothing configured, removing all state");
+            self.clear()?;
+            return Ok(Report::default());
+        }
+        let desired = self.desired(&cfg)?;
+        self.state.check_bpf_root(&self.settings.bpf_root)?;
+        let _lock = self.state.lock(Mode::Exclusive)?;
+        self.full_pass_locked(&desired)
+    }
+
+    fn full_pass_locked(&self, desired: &Desired) -> Result<Report> {
+        let mut report = Report::default();
+        let loaded = match self.state.freshness()? {
+            Freshness::Current(loaded) => loaded,
+            Freshness::Stale { reason, layout_changed } => {
+                log::info!("microseg: installing BPF programs: {reason}");
+                report.loaded = true;
+                self.state.install(layout_changed, &|l| desired.write_maps(l).map(drop)).context("install")?
+            }
+        };
+        report.map_writes += desired.write_maps(&loaded).context("sync maps")?;
+
+        let mut failed = Vec::new();
+        for nic in &desired.nics {
+            if let Err(e) = self.attach_nic(&loaded, nic, &mut report).with_context(|| format!("apply {}", nic.name)) {
+                log::error!("microseg: {e:#}");
+                failed.push(format!("{e:#}"));
+            }
+        }
+        report.nics = desired.nics.len() - failed.len();
+
+        let wanted: BTreeSet<&str> = desired.nics.iter().map(|n| n.name.as_str()).collect();
+        for link in self.state.link_pins()? {
+            if !wanted.contains(link.nic.as_str()) {
+                // Over-enforcement is safe: a failed detach only logs.
+                match self.state.remove_link(&link) {
+                    Ok(()) => report.links_detached += 1,
+                    Err(e) => log::warn!("microseg: detach {}: {e:#}", link.path.display()),
+                }
+            }
+        }
+        report.map_deletes += desired.delete_stale(&loaded).context("remove stale map entries")?;
+        if !failed.is_empty() {
+            bail!("{}", failed.join("; "));
+        }
+        log::info!("microseg: full pass: {report:?}");
+        Ok(report)
+    }
+
+    fn attach_nic(&self, loaded: &Loaded, nic: &LocalNic, report: &mut Report) -> Result<()> {
+        // Enforce toward the guest before stamping what it sends.
+        for hook in Hook::ALL {
+            let outcome = self.state.attach(loaded, &nic.name, nic.ifindex, hook)?;
+            match outcome {
+                AttachOutcome::Present => {}
+                AttachOutcome::Updated => report.links_updated += 1,
+                AttachOutcome::Created | AttachOutcome::Reclaimed => report.links_created += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// The `tap_plug` path: SPEC section 6, `apply_iface($iface)`.
+    pub fn apply_iface(&self, name: &[u8]) -> Result<IfaceOutcome> {
+        let Some(nic) = GuestNic::parse(name) else {
+            log::debug!("microseg: {:?} is not a guest NIC", String::from_utf8_lossy(name));
+            return Ok(IfaceOutcome::NotGuestNic);
+        };
+        let name = nic.name();
+        self.apply_guest_nic(nic).with_context(|| format!("apply {name}"))
+    }
+
+    fn apply_guest_nic(&self, nic: GuestNic) -> Result<IfaceOutcome> {
+        let name = nic.name();
+        let cfg = config::load(&self.settings.running_config)?;
+        let Some(group) = cfg.group_of(nic.vmid, nic.iface) else {
+            return Ok(IfaceOutcome::Unassigned);
+        };
+        let Some(ifindex) = netdev::ifindex(&name) else {
+            log::info!("microseg: {name} vanished before it could be enforced");
+            return Ok(IfaceOutcome::Vanished);
+        };
+        let local = LocalNic { name: name.clone(), ifindex, mark: group.mark };
+        self.state.check_bpf_root(&self.settings.bpf_root)?;
+
+        {
+            let _lock = self.state.lock(Mode::Shared)?;
+            if let Freshness::Current(loaded) = self.state.freshness()? {
+                let mut report = Report::default();
+                report.map_writes += write_tap_group(loaded.map(TAP_TO_GROUP).as_fd(), ifindex, group.mark)
+                    .context("write group mapping")?;
+                match self.attach_nic(&loaded, &local, &mut report) {
+                    Ok(()) => {}
+                    Err(_) if netdev::ifindex(&name) != Some(ifindex) => {
+                        log::info!("microseg: {name} vanished while being enforced");
+                        return Ok(IfaceOutcome::Vanished);
+                    }
+                    Err(e) => return Err(e),
+                }
+                report.nics = 1;
+                return Ok(IfaceOutcome::Enforced { mark: group.mark, report });
+            }
+        }
+        log::info!("microseg: programs not current, {name} triggers a full pass");
+        let desired = self.desired(&cfg)?;
+        let _lock = self.state.lock(Mode::Exclusive)?;
+        let report = self.full_pass_locked(&desired).context("full pass")?;
+        Ok(IfaceOutcome::FullPass(report))
+    }
+
+    /// Detaches every link, removes every pin and all run state. Idempotent.
+    pub fn clear(&self) -> Result<()> {
+        let _lock = self.state.lock(Mode::Exclusive)?;
+        self.state.remove_all()?;
+        // The roots may be shared with other subsystems: remove only if empty.
+        let _ = std::fs::remove_dir(&self.settings.bpf_root);
+        let _ = std::fs::remove_dir(&self.settings.run_dir);
+        Ok(())
+    }
+}
+
+/// The desired content of both maps and the NICs to enforce.
+struct Desired {
+    pairs: resolve::PairTable,
+    nics: Vec<LocalNic>,
+}
+
+impl Desired {
+    fn tap_entries(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.nics.iter().map(|n| (n.ifindex.to_ne_bytes().to_vec(), u32::from(n.mark).to_ne_bytes().to_vec())).collect()
+    }
+
+    fn rule_entries(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.pairs.iter().map(|(&(src, dst), &v)| (rule_key(src, dst).to_vec(), vec![verdict_byte(v)])).collect()
+    }
+
+    /// Writes new and changed entries of both maps; returns how many.
+    fn write_maps(&self, loaded: &Loaded) -> Result<usize> {
+        let rules = write_entries(loaded.map(RULES).as_fd(), &self.rule_entries()).context("rules")?;
+        let taps = write_entries(loaded.map(TAP_TO_GROUP).as_fd(), &self.tap_entries()).context("tap_to_group")?;
+        Ok(rules + taps)
+    }
+
+    /// Removes entries not desired; runs after links are settled.
+    fn delete_stale(&self, loaded: &Loaded) -> Result<usize> {
+        let rules = delete_stale(loaded.map(RULES).as_fd(), &self.rule_entries(), 4).context("rules")?;
+        let taps = delete_stale(loaded.map(TAP_TO_GROUP).as_fd(), &self.tap_entries(), 4).context("tap_to_group")?;
+        Ok(rules + taps)
+    }
+}
+
+pub fn rule_key(src: Mark, dst: Mark) -> [u8; 4] {
+    let mut k = [0u8; 4];
+    k[..2].copy_from_slice(&src.to_ne_bytes());
+    k[2..].copy_from_slice(&dst.to_ne_bytes());
+    k
+}
+
+pub fn verdict_byte(v: Verdict) -> u8 {
+    match v {
+        Verdict::Deny => 0,
+        Verdict::Allow => 1,
+    }
+}
+
+fn write_tap_group(map: BorrowedFd<'_>, ifindex: u32, mark: Mark) -> Result<usize> {
+    let entry = BTreeMap::from([(ifindex.to_ne_bytes().to_vec(), u32::from(mark).to_ne_bytes().to_vec())]);
+    write_entries(map, &entry)
+}
+
+/// Writes entries that are missing or differ; an equal entry is not rewritten.
+fn write_entries(map: BorrowedFd<'_>, entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<usize> {
+    let mut writes = 0;
+    for (key, value) in entries {
+        let mut current = vec![0u8; value.len()];
+        if sys::map_lookup(map, key, &mut current).context("lookup")? && current == *value {
+            continue;
+        }
+        sys::map_update(map, key, value).context("update")?;
+        writes += 1;
+    }
+    Ok(writes)
+}
+
+fn delete_stale(map: BorrowedFd<'_>, wanted: &BTreeMap<Vec<u8>, Vec<u8>>, key_size: usize) -> Result<usize> {
+    let mut deletes = 0;
+    for key in sys::map_keys(map, key_size).context("list keys")? {
+        if !wanted.contains_key(&key) && sys::map_delete(map, &key).context("delete")? {
+            deletes += 1;
+        }
+    }
+    Ok(deletes)
+}
+
+/// `apply_full()` with the process environment's settings.
+pub fn apply_full() -> Result<Report> {
+    Microseg::from_env().apply_full().context("microseg: apply_full")
+}
+
+/// `apply_iface($iface)` with the process environment's settings.
+pub fn apply_iface(name: &[u8]) -> Result<IfaceOutcome> {
+    Microseg::from_env().apply_iface(name).context("microseg")
+}
+
+/// `clear()` with the process environment's settings.
+pub fn clear() -> Result<()> {
+    Microseg::from_env().clear().context("microseg: clear")
+}

@@ -1,0 +1,69 @@
+//! The run-directory lock: exclusive for full passes, installs and `clear`,
+//! shared for single-NIC passes so that concurrent guest starts run in parallel.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Shared,
+    Exclusive,
+}
+
+/// Held until dropped; closing the file releases the `flock`.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+    pub mode: Mode,
+}
+
+impl Lock {
+    /// Takes the lock at `path`, creating it if needed.
+    ///
+    /// `clear` removes the lock file while holding it, so a waiter may wake up
+    /// holding a lock on an unlinked inode: it then retries on the new file.
+    pub fn acquire(path: &Path, mode: Mode) -> Result<Lock> {
+        let op = match mode {
+            Mode::Shared => libc::LOCK_SH,
+            Mode::Exclusive => libc::LOCK_EX,
+        };
+        loop {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("create run directory {}", dir.display()))?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .with_context(|| format!("open lock file {}", path.display()))?;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).with_context(|| format!("lock {}", path.display()));
+            }
+            if same_inode(&file, path) {
+                return Ok(Lock { _file: file, mode });
+            }
+        }
+    }
+}
+
+fn same_inode(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+pub fn lock_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("lock")
+}

@@ -1,0 +1,341 @@
+//! The few `bpf(2)` commands the common path needs, issued directly.
+//!
+//! aya is used to load an object (relocations, BTF, map creation); everything
+//! a call does afterwards (open pins, read and write maps, create, update and
+//! detach TCX links, read object info, test runs) goes through these thin
+//! wrappers. Each attr struct mirrors the member of `union bpf_attr` in
+//! `<linux/bpf.h>` that its command reads; the kernel zero-fills the rest.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+const BPF_MAP_LOOKUP_ELEM: u32 = 1;
+const BPF_MAP_UPDATE_ELEM: u32 = 2;
+const BPF_MAP_DELETE_ELEM: u32 = 3;
+const BPF_MAP_GET_NEXT_KEY: u32 = 4;
+const BPF_OBJ_PIN: u32 = 6;
+const BPF_OBJ_GET: u32 = 7;
+const BPF_PROG_TEST_RUN: u32 = 10;
+const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+const BPF_LINK_CREATE: u32 = 28;
+const BPF_LINK_UPDATE: u32 = 29;
+const BPF_LINK_DETACH: u32 = 34;
+
+/// `enum bpf_attach_type` values of the TCX hooks (Linux 6.6).
+pub const BPF_TCX_INGRESS: u32 = 46;
+pub const BPF_TCX_EGRESS: u32 = 47;
+/// `enum bpf_link_type`.
+pub const BPF_LINK_TYPE_TCX: u32 = 11;
+/// `BPF_ANY`: create or replace a map element.
+const BPF_ANY: u64 = 0;
+
+fn bpf<T>(cmd: u32, attr: &mut T) -> io::Result<i64> {
+    // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `cmd`, valid
+    // for its full size; the kernel reads at most that many bytes and writes
+    // only fields inside it.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>() as u32) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn fd_from(ret: i64) -> OwnedFd {
+    // SAFETY: a successful fd-returning bpf command hands us a new descriptor we own.
+    unsafe { OwnedFd::from_raw_fd(ret as i32) }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Opens a pinned object (`BPF_OBJ_GET`).
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let p = c_path(path)?;
+    let mut attr = ObjAttr { pathname: p.as_ptr() as u64, ..Default::default() };
+    bpf(BPF_OBJ_GET, &mut attr).map(fd_from)
+}
+
+/// Pins an object (`BPF_OBJ_PIN`); fails with `EEXIST` if the path exists.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let p = c_path(path)?;
+    let mut attr = ObjAttr { pathname: p.as_ptr() as u64, bpf_fd: fd.as_raw_fd() as u32, file_flags: 0 };
+    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+fn obj_info<T: Default>(fd: BorrowedFd<'_>) -> io::Result<T> {
+    let mut info = T::default();
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<T>() as u32,
+        info: &mut info as *mut T as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info)
+}
+
+/// Prefix of `struct bpf_map_info`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MapInfo {
+    pub map_type: u32,
+    pub id: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub name: [u8; 16],
+}
+
+pub fn map_info(fd: BorrowedFd<'_>) -> io::Result<MapInfo> {
+    obj_info(fd)
+}
+
+/// Prefix of `struct bpf_prog_info`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProgInfo {
+    pub prog_type: u32,
+    pub id: u32,
+    pub tag: [u8; 8],
+}
+
+pub fn prog_info(fd: BorrowedFd<'_>) -> io::Result<ProgInfo> {
+    obj_info(fd)
+}
+
+/// `struct bpf_link_info` with the `tcx` member of its union (which starts at
+/// offset 16, the union being 8-byte aligned).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinkInfo {
+    pub link_type: u32,
+    pub id: u32,
+    pub prog_id: u32,
+    _pad: u32,
+    /// 0 once the netdev is gone: the link is defunct.
+    pub ifindex: u32,
+    pub attach_type: u32,
+    _union_rest: [u64; 6],
+}
+
+pub fn link_info(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
+    obj_info(fd)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    relative_fd: u32,
+    _pad: u32,
+    expected_revision: u64,
+}
+
+/// Creates a TCX link (`BPF_LINK_CREATE`), appended to the device's chain.
+pub fn link_create_tcx(prog: BorrowedFd<'_>, ifindex: u32, attach_type: u32) -> io::Result<OwnedFd> {
+    let mut attr =
+        LinkCreateAttr { prog_fd: prog.as_raw_fd() as u32, target_ifindex: ifindex, attach_type, ..Default::default() };
+    bpf(BPF_LINK_CREATE, &mut attr).map(fd_from)
+}
+
+#[repr(C)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Swaps the program behind a link atomically (`BPF_LINK_UPDATE`): packets see
+/// either the old or the new program, never none.
+pub fn link_update(link: BorrowedFd<'_>, new_prog: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: new_prog.as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
+}
+
+#[repr(C)]
+struct LinkDetachAttr {
+    link_fd: u32,
+}
+
+/// Detaches a link now, even if other references (pins, fds) keep it alive.
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = LinkDetachAttr { link_fd: link.as_raw_fd() as u32 };
+    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
+}
+
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value_or_next_key: u64,
+    flags: u64,
+}
+
+fn elem_attr(map: BorrowedFd<'_>, key: *const u8, value: u64, flags: u64) -> MapElemAttr {
+    MapElemAttr { map_fd: map.as_raw_fd() as u32, _pad: 0, key: key as u64, value_or_next_key: value, flags }
+}
+
+fn not_found(e: io::Error) -> io::Result<bool> {
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Looks `key` up; `value` must be the map's value size. `false` if absent.
+pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    let mut attr = elem_attr(map, key.as_ptr(), value.as_mut_ptr() as u64, 0);
+    bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(|_| true).or_else(not_found)
+}
+
+pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = elem_attr(map, key.as_ptr(), value.as_ptr() as u64, BPF_ANY);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// Deletes `key`; `false` if it was not there.
+pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
+    let mut attr = elem_attr(map, key.as_ptr(), 0, 0);
+    bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(|_| true).or_else(not_found)
+}
+
+/// Every key of a hash map, each `key_size` bytes.
+pub fn map_keys(map: BorrowedFd<'_>, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    let mut prev: Option<Vec<u8>> = None;
+    loop {
+        let mut next = vec![0u8; key_size];
+        let key_ptr = prev.as_ref().map_or(std::ptr::null(), |k| k.as_ptr());
+        let mut attr = elem_attr(map, key_ptr, next.as_mut_ptr() as u64, 0);
+        match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(_) => {
+                keys.push(next.clone());
+                prev = Some(next);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// The writable prefix of `struct __sk_buff` that `BPF_PROG_TEST_RUN` takes
+/// for tc programs (everything else must be zero).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SkBuffCtx {
+    pub bytes: [u8; 192],
+}
+
+impl SkBuffCtx {
+    const MARK: usize = 8;
+    const IFINDEX: usize = 40;
+
+    pub fn new(ifindex: u32, mark: u32) -> Self {
+        let mut c = SkBuffCtx { bytes: [0; 192] };
+        c.bytes[Self::MARK..Self::MARK + 4].copy_from_slice(&mark.to_ne_bytes());
+        c.bytes[Self::IFINDEX..Self::IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+        c
+    }
+
+    pub fn mark(&self) -> u32 {
+        u32::from_ne_bytes(self.bytes[Self::MARK..Self::MARK + 4].try_into().unwrap())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TestRun {
+    /// The program's return value, as the tc hook would see it.
+    pub retval: i32,
+    /// Average nanoseconds per run, as the kernel measured it.
+    pub duration_ns: u32,
+    pub ctx_out: SkBuffCtx,
+}
+
+/// Runs a tc program on `packet` with `ctx` (`BPF_PROG_TEST_RUN`), `repeat` times.
+pub fn prog_test_run(prog: BorrowedFd<'_>, packet: &[u8], ctx: &SkBuffCtx, repeat: u32) -> io::Result<TestRun> {
+    let mut ctx_out = SkBuffCtx { bytes: [0; 192] };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: packet.len() as u32,
+        data_in: packet.as_ptr() as u64,
+        repeat,
+        ctx_size_in: std::mem::size_of::<SkBuffCtx>() as u32,
+        ctx_size_out: std::mem::size_of::<SkBuffCtx>() as u32,
+        ctx_in: ctx.bytes.as_ptr() as u64,
+        ctx_out: ctx_out.bytes.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(TestRun { retval: attr.retval as i32, duration_ns: attr.duration, ctx_out })
+}
+
+/// `BPF_FS_MAGIC` from `<linux/magic.h>`.
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Whether `path` lies on a bpffs (pins anywhere else fail, or vanish with a tmpfs).
+pub fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let p = c_path(path)?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    if unsafe { libc::statfs(p.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// The kernel's id for a program fd (stable across re-opens of its pin).
+pub fn prog_id(fd: impl AsFd) -> io::Result<u32> {
+    prog_info(fd.as_fd()).map(|i| i.id)
+}
