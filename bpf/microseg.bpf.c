@@ -85,14 +85,21 @@ static __always_inline __u32 nic_group(const struct __sk_buff *skb)
 SEC("classifier/microseg_stamp")
 int microseg_stamp(struct __sk_buff *skb)
 {
-	__u32 group;
+	__u32 group, mark;
 
 	VARIANT_MARKER();
 	group = nic_group(skb);
 	if (!group)
 		return MICROSEG_NEXT;
 	/* The upper 16 bits belong to other subsystems (the PVE firewall uses bit 31). */
-	skb->mark = (skb->mark & ~GROUP_MASK) | group;
+	mark = (skb->mark & ~GROUP_MASK) | group;
+	/*
+	 * Verifier trick: writes to skb->mark must be 32 bits wide, but clang
+	 * sees that only the low half changes and emits a 16-bit store. Making
+	 * the value opaque forces the full-width store.
+	 */
+	asm volatile("" : "+r"(mark));
+	skb->mark = mark;
 	return MICROSEG_NEXT;
 }
 

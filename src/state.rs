@@ -3,7 +3,7 @@
 //! ```text
 //! <bpf root>/<subsystem>/maps/<map>            pinned maps
 //! <bpf root>/<subsystem>/progs/<program>       pinned programs
-//! <bpf root>/<subsystem>/links/<nic>.<hook>    one TCX link per NIC and hook
+//! <bpf root>/<subsystem>/links/<nic>-<hook>    one TCX link per NIC and hook
 //! <run dir>/<subsystem>/lock                   flock: see lock.rs
 //! <run dir>/<subsystem>/state.json             schema version and fingerprint
 //! ```
@@ -91,10 +91,13 @@ pub enum AttachOutcome {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Prefix of temporary names. bpffs refuses dots in names, so no dot-files.
+const TMP_PREFIX: &str = "_tmp_";
+
 /// A unique temporary name in `dir`, for pin-then-rename.
 fn tmp_path(dir: &Path, what: &str) -> PathBuf {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".tmp-{what}-{}-{n}", std::process::id()))
+    dir.join(format!("{TMP_PREFIX}{what}_{}_{n}", std::process::id()))
 }
 
 fn is_not_found(e: &io::Error) -> bool {
@@ -125,7 +128,8 @@ impl KernelState {
         self.progs_dir().join(name)
     }
     pub fn link_pin(&self, nic: &str, hook: Hook) -> PathBuf {
-        self.links_dir().join(format!("{nic}.{}", hook.as_str()))
+        // bpffs reserves dots in names: the separator is a dash.
+        self.links_dir().join(format!("{nic}-{}", hook.as_str()))
     }
 
     pub fn lock(&self, mode: Mode) -> Result<Lock> {
@@ -321,12 +325,12 @@ impl KernelState {
             let entry = entry.with_context(|| format!("read {}", dir.display()))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with(".tmp-") {
+            if name.starts_with(TMP_PREFIX) {
                 // Left by a process killed between pin and rename.
                 let _ = std::fs::remove_file(entry.path());
                 continue;
             }
-            let Some((nic, hook)) = name.rsplit_once('.') else { continue };
+            let Some((nic, hook)) = name.rsplit_once('-') else { continue };
             let Some(hook) = Hook::parse(hook) else { continue };
             pins.push(LinkPin { nic: nic.to_string(), hook, path: entry.path() });
         }

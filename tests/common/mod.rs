@@ -1,0 +1,571 @@
+//! Test scaffolding against the real kernel: a private bpffs and run directory
+//! per test, a private "host" network namespace entered by the test thread,
+//! and guests in namespaces of their own (veth) or behind a real tap driven
+//! through its file descriptor, as QEMU drives it. Everything is torn down on
+//! drop, so also when a test fails.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use microseg::bpf::MICROSEG_OBJECT;
+use microseg::config::{Mark, MicrosegConfig};
+use microseg::resolve::{PairTable, Verdict};
+use microseg::{Microseg, Settings};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call, short enough for netns names.
+pub fn unique(tag: &str) -> String {
+    format!("ms{}-{}-{tag}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs a shell command; panics with its output on failure.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "command failed: {cmd}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Feeds `batch` to `ip [-n ns] -batch -`.
+pub fn ip_batch(ns: Option<&str>, batch: &str) {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns]);
+    }
+    let mut child = cmd
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ip");
+    child.stdin.take().unwrap().write_all(batch.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "ip -batch failed:\n{batch}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A private bpffs (mounted outside /sys, in this mount namespace), run
+/// directory and running-config path.
+pub struct Sandbox {
+    pub dir: PathBuf,
+    pub settings: Settings,
+}
+
+impl Sandbox {
+    pub fn new(tag: &str) -> Sandbox {
+        let dir = PathBuf::from("/tmp/microseg-tests").join(unique(tag));
+        let bpf = dir.join("bpf");
+        std::fs::create_dir_all(&bpf).unwrap();
+        sh(&format!("mount -t bpf bpf {}", bpf.display()));
+        let settings = Settings {
+            running_config: dir.join("running-config"),
+            bpf_root: bpf.join("proxmox-ebpf"),
+            run_dir: dir.join("run"),
+        };
+        Sandbox { dir, settings }
+    }
+
+    pub fn microseg(&self) -> Microseg {
+        Microseg::new(self.settings.clone(), MICROSEG_OBJECT)
+    }
+
+    pub fn microseg_with(&self, object: &'static [u8]) -> Microseg {
+        Microseg::new(self.settings.clone(), object)
+    }
+
+    pub fn write_config(&self, json: &str) {
+        std::fs::write(&self.settings.running_config, json).unwrap();
+    }
+
+    /// Every file below the pin root and the run directory, relative paths.
+    pub fn files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for root in [&self.settings.bpf_root, &self.settings.run_dir] {
+            walk(root, root, &mut out);
+        }
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        out.push(p.strip_prefix(root.parent().unwrap()).unwrap().display().to_string());
+        if p.is_dir() {
+            walk(root, &p, out);
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Err(e) = self.microseg().clear() {
+            eprintln!("sandbox clear: {e:#}");
+        }
+        let bpf = self.dir.join("bpf");
+        let c = std::ffi::CString::new(bpf.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: plain umount of our own mount point.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A named network namespace.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = unique(tag);
+        sh(&format!("ip netns add {name}"));
+        Netns { name }
+    }
+
+    pub fn open(&self) -> File {
+        File::open(format!("/run/netns/{}", self.name)).unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn setns(fd: &impl AsRawFd) {
+    // SAFETY: setns on an open namespace file; affects only this thread.
+    let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` with this thread inside `ns`, then returns to where it was.
+pub fn in_netns<T>(ns: &Netns, f: impl FnOnce() -> T) -> T {
+    let back = File::open("/proc/thread-self/ns/net").unwrap();
+    setns(&ns.open());
+    let r = f();
+    setns(&back);
+    r
+}
+
+/// The test thread's own "host" namespace: the library, `ip` and every
+/// socket opened on this thread see its netdevs until it is dropped.
+pub struct HostNs {
+    pub ns: Netns,
+    back: File,
+}
+
+impl HostNs {
+    pub fn enter() -> HostNs {
+        let back = File::open("/proc/thread-self/ns/net").unwrap();
+        let ns = Netns::new("host");
+        setns(&ns.open());
+        sh("ip link set lo up");
+        HostNs { ns, back }
+    }
+}
+
+impl Drop for HostNs {
+    fn drop(&mut self) {
+        setns(&self.back);
+    }
+}
+
+pub const SUBNET: &str = "10.77.0";
+pub const PORT: u16 = 5555;
+
+pub fn mac(host: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, host]
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub fn ip(host: u8) -> Ipv4Addr {
+    format!("{SUBNET}.{host}").parse().unwrap()
+}
+
+/// One endpoint on the VNet: a guest (veth or tap) or the host on the bridge.
+pub struct Endpoint {
+    pub name: String,
+    pub host: u8,
+    pub kind: Kind,
+}
+
+pub enum Kind {
+    /// The host stack on the bridge: unstamped.
+    Bridge { sock: UdpSocket },
+    /// A container-like guest: its own namespace behind `veth<vmid>i<n>`.
+    Veth { ns: Netns, sock: UdpSocket },
+    /// A VM-like guest: we are the guest, reading and writing the tap's fd.
+    Tap { fd: File },
+}
+
+impl Endpoint {
+    fn send(&mut self, to: &Endpoint, payload: &[u8]) {
+        let dst = SocketAddrV4::new(ip(to.host), PORT);
+        match &mut self.kind {
+            Kind::Bridge { sock } | Kind::Veth { sock, .. } => {
+                sock.send_to(payload, dst).expect("send_to");
+            }
+            Kind::Tap { fd } => {
+                let frame = udp_frame(mac(self.host), mac(to.host), ip(self.host), ip(to.host), payload);
+                fd.write_all(&frame).expect("write tap");
+            }
+        }
+    }
+
+    fn recv_all(&mut self) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        match &mut self.kind {
+            Kind::Bridge { sock } | Kind::Veth { sock, .. } => {
+                while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    got.push(buf[..n].to_vec());
+                }
+            }
+            Kind::Tap { fd } => {
+                while let Ok(n) = fd.read(&mut buf) {
+                    if let Some(p) = parse_udp_to(&buf[..n], ip(self.host)) {
+                        got.push(p);
+                    }
+                }
+            }
+        }
+        got
+    }
+}
+
+/// A simulated Proxmox node: a bridge as the VNet, guests on it.
+pub struct Lab {
+    pub endpoints: Vec<Endpoint>,
+    pub host: HostNs,
+}
+
+impl Lab {
+    /// Creates the host namespace (entered by this thread) with bridge `vmbr0`
+    /// and the host's address on it.
+    pub fn new() -> Lab {
+        let host = HostNs::enter();
+        ip_batch(
+            None,
+            &format!(
+                "link add vmbr0 type bridge\n\
+                 link set vmbr0 address {}\n\
+                 addr add {}/24 dev vmbr0\n\
+                 link set vmbr0 up\n",
+                mac_str(mac(254)),
+                ip(254)
+            ),
+        );
+        let sock = bind_udp(254);
+        let endpoints = vec![Endpoint { name: "host".into(), host: 254, kind: Kind::Bridge { sock } }];
+        Lab { endpoints, host }
+    }
+
+    /// Adds an LXC-like guest behind `veth<vmid>i<n>`; not yet enslaved when `plug` is false.
+    pub fn add_veth(&mut self, name: &str, host: u8, plug: bool) {
+        let ns = Netns::new(name);
+        ip_batch(
+            None,
+            &format!("link add {name} type veth peer name eth0 netns {}\nlink set {name} mtu 1500\n", ns.name),
+        );
+        ip_batch(
+            Some(&ns.name),
+            &format!(
+                "link set lo up\nlink set eth0 address {}\naddr add {}/24 dev eth0\nlink set eth0 up\n",
+                mac_str(mac(host)),
+                ip(host)
+            ),
+        );
+        if plug {
+            plug_port(name);
+        }
+        let sock = in_netns(&ns, || bind_udp(host));
+        self.endpoints.push(Endpoint { name: name.into(), host, kind: Kind::Veth { ns, sock } });
+        self.static_neighbours();
+    }
+
+    /// Adds a VM-like guest: a real tap device, its fd held as QEMU holds it.
+    pub fn add_tap(&mut self, name: &str, host: u8, plug: bool) {
+        let fd = open_tap(name);
+        if plug {
+            plug_port(name);
+        }
+        self.endpoints.push(Endpoint { name: name.into(), host, kind: Kind::Tap { fd } });
+        self.static_neighbours();
+    }
+
+    /// Permanent neighbour entries everywhere: no ARP, so one UDP datagram
+    /// measures exactly one direction of the policy.
+    fn static_neighbours(&self) {
+        let entries: Vec<(Ipv4Addr, String)> = self.endpoints.iter().map(|e| (ip(e.host), mac_str(mac(e.host)))).collect();
+        let batch = |dev: &str, me: u8| {
+            entries
+                .iter()
+                .filter(|(a, _)| *a != ip(me))
+                .map(|(a, m)| format!("neigh replace {a} lladdr {m} dev {dev} nud permanent\n"))
+                .collect::<String>()
+        };
+        for e in &self.endpoints {
+            match &e.kind {
+                Kind::Bridge { .. } => ip_batch(None, &batch("vmbr0", e.host)),
+                Kind::Veth { ns, .. } => ip_batch(Some(&ns.name), &batch("eth0", e.host)),
+                Kind::Tap { .. } => {}
+            }
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.endpoints.iter().map(|e| e.name.clone()).collect()
+    }
+
+    /// Sends one datagram for every ordered pair and reports which arrived.
+    pub fn measure(&mut self) -> Matrix {
+        for e in &mut self.endpoints {
+            e.recv_all();
+        }
+        let n = self.endpoints.len();
+        for round in 0..2 {
+            for i in 0..n {
+                for j in 0..n {
+                    if i == j {
+                        continue;
+                    }
+                    let payload = format!("{}>{}#{round}", self.endpoints[i].name, self.endpoints[j].name);
+                    let (a, b) = pair_mut(&mut self.endpoints, i, j);
+                    a.send(b, payload.as_bytes());
+                }
+            }
+        }
+        let mut m = Matrix::new();
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    m.insert((self.endpoints[i].name.clone(), self.endpoints[j].name.clone()), false);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < deadline {
+            for e in &mut self.endpoints {
+                let me = e.name.clone();
+                for p in e.recv_all() {
+                    let s = String::from_utf8_lossy(&p);
+                    let Some((pair, _)) = s.split_once('#') else { continue };
+                    let Some((src, dst)) = pair.split_once('>') else { continue };
+                    if dst == me {
+                        m.insert((src.to_string(), dst.to_string()), true);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+}
+
+fn pair_mut<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &T) {
+    assert_ne!(i, j);
+    if i < j {
+        let (a, b) = v.split_at_mut(j);
+        (&mut a[i], &b[0])
+    } else {
+        let (a, b) = v.split_at_mut(i);
+        (&mut b[0], &a[j])
+    }
+}
+
+pub fn plug_port(name: &str) {
+    sh(&format!("ip link set {name} master vmbr0 && ip link set {name} up"));
+}
+
+fn bind_udp(host: u8) -> UdpSocket {
+    let s = UdpSocket::bind(SocketAddrV4::new(ip(host), PORT)).expect("bind");
+    s.set_nonblocking(true).unwrap();
+    s
+}
+
+const TUNSETIFF: libc::c_ulong = 0x400454ca;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+/// Opens `/dev/net/tun` and creates tap `name`, as QEMU does for a VM NIC.
+pub fn open_tap(name: &str) -> File {
+    let fd = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").expect("open /dev/net/tun");
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let mut req = IfReq { name: [0; 16], flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF with a properly sized struct ifreq.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) };
+    assert_eq!(r, 0, "TUNSETIFF {name}: {}", std::io::Error::last_os_error());
+    // SAFETY: F_SETFL O_NONBLOCK on our fd.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    fd
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Ethernet + IPv4 + UDP (checksum 0: optional over IPv4).
+pub fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42 + payload.len());
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut iph = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    iph[2..4].copy_from_slice(&total.to_be_bytes());
+    iph.extend_from_slice(&src.octets());
+    iph.extend_from_slice(&dst.octets());
+    let c = checksum(&iph);
+    iph[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&iph);
+    f.extend_from_slice(&PORT.to_be_bytes());
+    f.extend_from_slice(&PORT.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The UDP payload of `frame` if it is IPv4/UDP to `me`:PORT.
+fn parse_udp_to(frame: &[u8], me: Ipv4Addr) -> Option<Vec<u8>> {
+    if frame.len() < 42 || frame[12..14] != [0x08, 0x00] || frame[23] != 17 || frame[30..34] != me.octets() {
+        return None;
+    }
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let udp = 14 + ihl;
+    if frame.get(udp + 2..udp + 4)? != PORT.to_be_bytes() {
+        return None;
+    }
+    Some(frame.get(udp + 8..)?.to_vec())
+}
+
+/// (src, dst) endpoint names -> delivered.
+pub type Matrix = BTreeMap<(String, String), bool>;
+
+/// The matrix the policy predicts: endpoint name -> group mark (0 if unstamped
+/// or unassigned), and only assigned destinations are enforced.
+pub fn predict(names: &[String], groups: &BTreeMap<String, Mark>, pairs: &PairTable) -> Matrix {
+    let mut m = Matrix::new();
+    for s in names {
+        for d in names {
+            if s == d {
+                continue;
+            }
+            let src = groups.get(s).copied().unwrap_or(0);
+            let ok = match groups.get(d) {
+                None => true,
+                Some(&dst) => pairs.get(&(src, dst)) == Some(&Verdict::Allow),
+            };
+            m.insert((s.clone(), d.clone()), ok);
+        }
+    }
+    m
+}
+
+/// Endpoint -> group mark for every assigned guest NIC name in `cfg`.
+pub fn nic_groups(cfg: &MicrosegConfig) -> BTreeMap<String, Mark> {
+    let mut out = BTreeMap::new();
+    for a in cfg.assignments.values() {
+        let mark = cfg.groups[&a.group].mark;
+        out.insert(format!("tap{}i{}", a.vmid, a.iface), mark);
+        out.insert(format!("veth{}i{}", a.vmid, a.iface), mark);
+    }
+    out
+}
+
+pub fn render(m: &Matrix, names: &[String]) -> String {
+    let mut s = format!("{:>12}", "src\\dst");
+    for d in names {
+        s.push_str(&format!("{d:>12}"));
+    }
+    s.push('\n');
+    for src in names {
+        s.push_str(&format!("{src:>12}"));
+        for d in names {
+            let c = if src == d { "-" } else if m[&(src.clone(), d.clone())] { "pass" } else { "drop" };
+            s.push_str(&format!("{c:>12}"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// What the library left in the kernel and on disk, for before/after comparisons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub files: Vec<String>,
+    /// link pin -> (link id, program id, ifindex)
+    pub links: BTreeMap<String, (u32, u32, u32)>,
+    pub rules: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub taps: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// program pin -> program id
+    pub progs: BTreeMap<String, u32>,
+}
+
+pub fn snapshot(ms: &Microseg) -> Snapshot {
+    use microseg::sys;
+    use std::os::fd::AsFd;
+    let mut links = BTreeMap::new();
+    for l in ms.state.link_pins().unwrap() {
+        let fd = sys::obj_get(&l.path).unwrap();
+        let i = sys::link_info(fd.as_fd()).unwrap();
+        links.insert(format!("{}-{}", l.nic, l.hook.as_str()), (i.id, i.prog_id, i.ifindex));
+    }
+    let dump = |name: &str, key_size: usize, value_size: usize| {
+        let mut out = BTreeMap::new();
+        if let Ok(fd) = sys::obj_get(&ms.state.map_pin(name)) {
+            for k in sys::map_keys(fd.as_fd(), key_size).unwrap() {
+                let mut v = vec![0u8; value_size];
+                if sys::map_lookup(fd.as_fd(), &k, &mut v).unwrap() {
+                    out.insert(k, v);
+                }
+            }
+        }
+        out
+    };
+    let mut progs = BTreeMap::new();
+    for p in ms.state.sub.programs {
+        if let Ok(fd) = sys::obj_get(&ms.state.prog_pin(p.name)) {
+            progs.insert(p.name.to_string(), sys::prog_id(&fd).unwrap());
+        }
+    }
+    let mut files = Vec::new();
+    for root in [&ms.settings.bpf_root, &ms.settings.run_dir] {
+        walk(root, root, &mut files);
+    }
+    files.sort();
+    Snapshot { files, links, rules: dump("rules", 4, 1), taps: dump("tap_to_group", 4, 4), progs }
+}

@@ -1,0 +1,121 @@
+//! `BPF_PROG_TEST_RUN` on both programs: every verdict path, real kernel.
+
+mod common;
+
+use std::os::fd::AsFd;
+
+use microseg::api::rule_key;
+use microseg::bpf::{Hook, RULES, TAP_TO_GROUP};
+use microseg::state::Loaded;
+use microseg::sys::{self, SkBuffCtx};
+
+use common::{ip, mac, udp_frame, Sandbox};
+
+/// TCX_NEXT (allow, let later programs decide) and TCX_DROP.
+const NEXT: i32 = -1;
+const DROP: i32 = 2;
+/// Test runs without a device in the context use the loopback device.
+const LO: u32 = 1;
+
+struct Plane {
+    _sandbox: Sandbox,
+    loaded: Loaded,
+}
+
+impl Plane {
+    fn new() -> Plane {
+        let sandbox = Sandbox::new("dp");
+        let ms = sandbox.microseg();
+        ms.state.check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+        let loaded = ms.state.install(false, &|_| Ok(())).unwrap();
+        Plane { _sandbox: sandbox, loaded }
+    }
+
+    fn assign(&self, ifindex: u32, mark: u32) {
+        sys::map_update(self.loaded.map(TAP_TO_GROUP).as_fd(), &ifindex.to_ne_bytes(), &mark.to_ne_bytes()).unwrap();
+    }
+
+    fn rule(&self, src: u16, dst: u16, allow: bool) {
+        sys::map_update(self.loaded.map(RULES).as_fd(), &rule_key(src, dst), &[allow as u8]).unwrap();
+    }
+
+    fn run(&self, hook: Hook, ifindex: u32, mark: u32) -> (i32, u32) {
+        let pkt = udp_frame(mac(1), mac(2), ip(1), ip(2), b"payload-for-test-run-000000000000");
+        let r = sys::prog_test_run(self.loaded.progs[&hook].fd.as_fd(), &pkt, &SkBuffCtx::new(ifindex, mark), 1)
+            .expect("BPF_PROG_TEST_RUN");
+        (r.retval, r.ctx_out.mark())
+    }
+}
+
+#[test]
+fn stamp_sets_low_bits_and_keeps_upper_bits() {
+    let p = Plane::new();
+    p.assign(LO, 11);
+    assert_eq!(p.run(Hook::Ingress, LO, 0), (NEXT, 11));
+    // Bit 31 (PVE firewall) and other upper bits survive; an old group is replaced.
+    assert_eq!(p.run(Hook::Ingress, LO, 0x8000_1234), (NEXT, 0x8000_000b));
+    assert_eq!(p.run(Hook::Ingress, LO, 0x7fff_ffff), (NEXT, 0x7fff_000b));
+}
+
+#[test]
+fn stamp_leaves_unassigned_nic_alone() {
+    let p = Plane::new();
+    assert_eq!(p.run(Hook::Ingress, LO, 0x8000_0007), (NEXT, 0x8000_0007));
+}
+
+#[test]
+fn enforce_stamped_allow() {
+    let p = Plane::new();
+    p.assign(LO, 11);
+    p.rule(20, 11, true);
+    assert_eq!(p.run(Hook::Egress, LO, 20).0, NEXT);
+    // Upper bits do not change the verdict.
+    assert_eq!(p.run(Hook::Egress, LO, 0x8000_0014).0, NEXT);
+}
+
+#[test]
+fn enforce_explicit_deny() {
+    let p = Plane::new();
+    p.assign(LO, 11);
+    p.rule(21, 11, false);
+    assert_eq!(p.run(Hook::Egress, LO, 21).0, DROP);
+}
+
+#[test]
+fn enforce_no_rule_drops() {
+    let p = Plane::new();
+    p.assign(LO, 11);
+    p.rule(20, 11, true);
+    assert_eq!(p.run(Hook::Egress, LO, 22).0, DROP);
+    // A rule for the reverse direction is not this one.
+    p.rule(11, 22, true);
+    assert_eq!(p.run(Hook::Egress, LO, 22).0, DROP);
+}
+
+#[test]
+fn enforce_unstamped_with_and_without_rule() {
+    let p = Plane::new();
+    p.assign(LO, 11);
+    assert_eq!(p.run(Hook::Egress, LO, 0).0, DROP);
+    assert_eq!(p.run(Hook::Egress, LO, 0x8000_0000).0, DROP);
+    p.rule(0, 11, true);
+    assert_eq!(p.run(Hook::Egress, LO, 0).0, NEXT);
+    assert_eq!(p.run(Hook::Egress, LO, 0x8000_0000).0, NEXT);
+}
+
+#[test]
+fn enforce_passes_unassigned_ifindex() {
+    let p = Plane::new();
+    // Rules exist, but this NIC has no group: not ours to enforce.
+    p.rule(20, 11, false);
+    assert_eq!(p.run(Hook::Egress, LO, 20).0, NEXT);
+    assert_eq!(p.run(Hook::Egress, LO, 0).0, NEXT);
+}
+
+#[test]
+fn enforce_does_not_touch_the_mark() {
+    let p = Plane::new();
+    p.assign(LO, 11);
+    p.rule(20, 11, true);
+    assert_eq!(p.run(Hook::Egress, LO, 0x8000_0014), (NEXT, 0x8000_0014));
+}
