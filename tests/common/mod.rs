@@ -569,3 +569,18 @@ pub fn snapshot(ms: &Microseg) -> Snapshot {
     files.sort();
     Snapshot { files, links, rules: dump("rules", 4, 1), taps: dump("tap_to_group", 4, 4), progs }
 }
+
+impl Lab {
+    /// A second handle on a namespace guest's (or the host's) UDP socket.
+    pub fn socket(&self, name: &str) -> UdpSocket {
+        let e = self.endpoints.iter().find(|e| e.name == name).expect("endpoint");
+        match &e.kind {
+            Kind::Bridge { sock } | Kind::Veth { sock, .. } => sock.try_clone().unwrap(),
+            Kind::Tap { .. } => panic!("{name} is a tap guest"),
+        }
+    }
+
+    pub fn endpoint_ip(&self, name: &str) -> Ipv4Addr {
+        ip(self.endpoints.iter().find(|e| e.name == name).expect("endpoint").host)
+    }
+}
