@@ -1,0 +1,77 @@
+//! `log` records to the system log, or to stderr.
+//!
+//! PVE daemons run tasks with stderr captured into the task log, so the
+//! default is syslog (`/dev/log`), written with one datagram per record on a
+//! socket opened and closed for it: no `openlog`, no descriptor kept, nothing
+//! of the process changed. Both settings are read at every call:
+//!
+//! - `PVE_MICROSEG_LOG`: `off`, `error`, `warn`, `info` (default), `debug`, `trace`;
+//! - `PVE_MICROSEG_LOG_TARGET`: `syslog` (default) or `stderr` (tests, debugging).
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+static LEVEL: AtomicUsize = AtomicUsize::new(LevelFilter::Info as usize);
+static TO_STDERR: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers the logger for this shared object's copy of the `log` crate.
+pub fn install() {
+    // Fails only if already set (a second bootstrap): fine.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(LevelFilter::Trace);
+    refresh_level();
+}
+
+/// Re-reads the environment; called at the start of every entry point.
+pub fn refresh_level() {
+    let level = match std::env::var("PVE_MICROSEG_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "off" => LevelFilter::Off,
+        "error" => LevelFilter::Error,
+        "warn" | "warning" => LevelFilter::Warn,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => LevelFilter::Info,
+    };
+    LEVEL.store(level as usize, Ordering::Relaxed);
+    let stderr = std::env::var("PVE_MICROSEG_LOG_TARGET").map(|t| t == "stderr").unwrap_or(false);
+    TO_STDERR.store(usize::from(stderr), Ordering::Relaxed);
+}
+
+fn severity(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        (metadata.level() as usize) <= LEVEL.load(Ordering::Relaxed)
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let text = record.args().to_string();
+        if TO_STDERR.load(Ordering::Relaxed) == 1 {
+            let _ = writeln!(std::io::stderr(), "pve-microseg: {}: {text}", record.level().as_str().to_lowercase());
+            return;
+        }
+        // facility daemon (3) << 3 | severity
+        let msg = format!("<{}>pve-microseg[{}]: {text}", (3 << 3) | severity(record.level()), std::process::id());
+        if let Ok(sock) = UnixDatagram::unbound() {
+            let _ = sock.send_to(msg.as_bytes(), "/dev/log");
+        }
+    }
+
+    fn flush(&self) {}
+}
