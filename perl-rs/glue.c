@@ -36,6 +36,7 @@ extern int microseg_rs_apply_full(struct ms_report *report, char **err);
 extern int microseg_rs_apply_iface(const char *name, size_t len, const char **outcome,
 				   struct ms_report *report, char **err);
 extern int microseg_rs_clear(char **err);
+extern int microseg_rs_effective_policy(char **json, char **err);
 extern int microseg_rs_test_panic(char **err);
 extern void microseg_rs_free(char *err);
 
@@ -120,6 +121,25 @@ XS(XS_clear)
 	XSRETURN_EMPTY;
 }
 
+XS(XS_effective_policy);
+XS(XS_effective_policy)
+{
+	dXSARGS;
+	char *json = NULL;
+	char *err = NULL;
+	SV *ret;
+
+	if (items != 0)
+		croak_xs_usage(cv, "");
+	if (microseg_rs_effective_policy(&json, &err) != 0)
+		croak_rust(aTHX_ err);
+	ret = newSVpv(json, 0);
+	microseg_rs_free(json);
+	SvUTF8_on(ret);
+	ST(0) = sv_2mortal(ret);
+	XSRETURN(1);
+}
+
 XS(XS_test_panic);
 XS(XS_test_panic)
 {
@@ -148,6 +168,7 @@ void microseg_glue_boot(pTHX_ CV *cv)
 	newXS_deffile("PVE::RS::SDN::Microseg::apply_full", XS_apply_full);
 	newXS_deffile("PVE::RS::SDN::Microseg::apply_iface", XS_apply_iface);
 	newXS_deffile("PVE::RS::SDN::Microseg::clear", XS_clear);
+	newXS_deffile("PVE::RS::SDN::Microseg::effective_policy_json", XS_effective_policy);
 	newXS_deffile("PVE::RS::SDN::Microseg::_test_panic", XS_test_panic);
 	Perl_xs_boot_epilog(aTHX_ ax);
 }

@@ -137,7 +137,13 @@ impl Microseg {
             Freshness::Stale { reason, layout_changed } => {
                 log::info!("microseg: installing BPF programs: {reason}");
                 report.loaded = true;
-                self.state.install(layout_changed, &|l| desired.write_maps(l).map(drop)).context("install")?
+                let prefilled = std::cell::Cell::new(0);
+                let loaded = self
+                    .state
+                    .install(layout_changed, &|l| desired.write_maps(l).map(|n| prefilled.set(n)))
+                    .context("install")?;
+                report.map_writes += prefilled.get();
+                loaded
             }
         };
         report.map_writes += desired.write_maps(&loaded).context("sync maps")?;
@@ -228,6 +234,26 @@ impl Microseg {
         let _lock = self.state.lock(Mode::Exclusive)?;
         let report = self.full_pass_locked(&desired).context("full pass")?;
         Ok(IfaceOutcome::FullPass(report))
+    }
+
+    /// The resolved policy as JSON, for tools and the demo: group marks, the
+    /// mark of every assignable NIC name, and every flattened pair
+    /// (`"src:dst"`, 0 being unstamped). Reads the config; touches no kernel state.
+    pub fn effective_policy(&self) -> Result<serde_json::Value> {
+        let cfg = config::load(&self.settings.running_config)?;
+        let pairs = resolve::resolve(&cfg, self.capacity(RULES)?)?;
+        let groups: BTreeMap<&str, Mark> = cfg.groups.values().map(|g| (g.id.as_str(), g.mark)).collect();
+        let mut nics = BTreeMap::new();
+        for a in cfg.assignments.values() {
+            for kind in NicKind::ALL {
+                nics.insert(GuestNic { kind, vmid: a.vmid, iface: a.iface }.name(), cfg.groups[&a.group].mark);
+            }
+        }
+        let pairs: BTreeMap<String, &str> = pairs
+            .iter()
+            .map(|(&(s, d), &v)| (format!("{s}:{d}"), if v == Verdict::Allow { "allow" } else { "deny" }))
+            .collect();
+        Ok(serde_json::json!({ "groups": groups, "nics": nics, "pairs": pairs }))
     }
 
     /// Detaches every link, removes every pin and all run state. Idempotent.
@@ -322,6 +348,11 @@ pub fn apply_full() -> Result<Report> {
 /// `apply_iface($iface)` with the process environment's settings.
 pub fn apply_iface(name: &[u8]) -> Result<IfaceOutcome> {
     Microseg::from_env().apply_iface(name).context("microseg")
+}
+
+/// `effective_policy()` with the process environment's settings.
+pub fn effective_policy() -> Result<serde_json::Value> {
+    Microseg::from_env().effective_policy().context("microseg: effective_policy")
 }
 
 /// `clear()` with the process environment's settings.

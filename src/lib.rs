@@ -20,4 +20,4 @@ pub mod resolve;
 pub mod state;
 pub mod sys;
 
-pub use api::{apply_full, apply_iface, clear, IfaceOutcome, Microseg, Report, Settings};
+pub use api::{apply_full, apply_iface, clear, effective_policy, IfaceOutcome, Microseg, Report, Settings};

@@ -133,6 +133,22 @@ pub unsafe extern "C" fn microseg_rs_clear(err: *mut *mut c_char) -> c_int {
     }
 }
 
+/// The resolved policy as a JSON string (see `Microseg::effective_policy`).
+///
+/// # Safety
+/// `json` and `err` point to the glue's locals; `*json` is freed with `microseg_rs_free`.
+#[no_mangle]
+pub unsafe extern "C" fn microseg_rs_effective_policy(json: *mut *mut c_char, err: *mut *mut c_char) -> c_int {
+    match guarded(err, || Ok(microseg::effective_policy()?.to_string())) {
+        Some(text) => {
+            // JSON escapes control characters, so there is no NUL in it.
+            *json = CString::new(text).expect("JSON has no NUL").into_raw();
+            0
+        }
+        None => -1,
+    }
+}
+
 /// A panic on demand, for the test suite; refuses unless
 /// `PVE_MICROSEG_TEST_HOOKS=1`.
 ///

@@ -10,6 +10,7 @@ package PVE::RS::SDN::Microseg;
 #   apply_iface($iface)   tap_plug path; returns 'enforced', 'full-pass',
 #                         'not-guest-nic', 'unassigned' or 'vanished'
 #   clear()               remove all kernel state; idempotent
+#   effective_policy_json()  the resolved policy as JSON (reads the config only)
 #
 # PVE_RS_MICROSEG_SO overrides where the shared object is loaded from.
 
