@@ -12,7 +12,9 @@ use JSON::PP;
 use MicrosegLab;
 use PVE::RS::SDN::Microseg;
 
-$SIG{INT} = $SIG{TERM} = sub { print "\ninterrupted, cleaning up\n"; exit 130 };
+# Ctrl-C: exit through MicrosegLab's END block, which removes namespaces,
+# mounts and pins. Once exiting, further signals are ignored.
+$SIG{INT} = $SIG{TERM} = sub { $SIG{INT} = $SIG{TERM} = 'IGNORE'; print "\ninterrupted, cleaning up\n"; exit 130 };
 $| = 1;
 
 # The SDN running config as pve-network writes it: zones, vnets and subnets
@@ -124,4 +126,5 @@ my $total = scalar(keys %want);
 my $passing = grep { $want{$_} } keys %want;
 printf "\n%d pairs measured, %d expected to pass, %d to drop: %s\n", $total, $passing, $total - $passing,
     $mismatches ? "$mismatches MISMATCHES" : 'all match the policy';
+$SIG{INT} = $SIG{TERM} = 'IGNORE';
 exit($mismatches ? 1 : 0);

@@ -65,6 +65,8 @@ sub sandbox {
 
 END {
     if ($SANDBOX && $$ == $OWNER) {
+	# A second Ctrl-C must not cut the cleanup short.
+	$SIG{INT} = $SIG{TERM} = 'IGNORE';
 	my $rc = $?;
 	eval { PVE::RS::SDN::Microseg::clear() } if defined &PVE::RS::SDN::Microseg::clear;
 	system("umount -l $SANDBOX/bpf 2>/dev/null");
