@@ -1,8 +1,9 @@
 //! Compiles the BPF data plane (`bpf/*.bpf.c`) with clang into `OUT_DIR`, where
 //! `src/bpf.rs` embeds it. Besides the production object, two test objects are
 //! built from the same source: one with other code but the same maps (to test
-//! the atomic program swap) and one with another map layout (to test the
-//! verify-then-rebuild path).
+//! the atomic program swap), one with another map layout (to test the
+//! verify-then-rebuild path and capacity checks) and one with another layout
+//! that the verifier rejects (to test that the old state survives).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ struct Variant {
 const VARIANTS: &[Variant] = &[
     Variant { suffix: "", defines: &[] },
     Variant { suffix: "-test-code", defines: &["-DMICROSEG_TEST_VARIANT"] },
-    Variant { suffix: "-test-layout", defines: &["-DMICROSEG_RULES_MAX=4096"] },
+    Variant { suffix: "-test-layout", defines: &["-DMICROSEG_RULES_MAX=4096", "-DMICROSEG_TAP_MAX=4"] },
+    Variant { suffix: "-test-broken", defines: &["-DMICROSEG_RULES_MAX=2048", "-DMICROSEG_TEST_BROKEN"] },
 ];
 
 fn main() {

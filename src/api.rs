@@ -13,6 +13,7 @@ use crate::netdev::{self, GuestNic, NicKind};
 use crate::resolve::{self, Verdict};
 use crate::state::{AttachOutcome, Freshness, KernelState, Loaded};
 use crate::sys;
+use crate::testhook::crash_point;
 
 /// Where the library reads and writes. Production needs no arguments; tests
 /// and development redirect every path with environment variables.
@@ -132,6 +133,7 @@ impl Microseg {
 
     fn full_pass_locked(&self, desired: &Desired) -> Result<Report> {
         let mut report = Report::default();
+        report.links_detached += self.state.sweep_tmp_pins();
         let loaded = match self.state.freshness()? {
             Freshness::Current(loaded) => loaded,
             Freshness::Stale { reason, layout_changed } => {
@@ -147,6 +149,7 @@ impl Microseg {
             }
         };
         report.map_writes += desired.write_maps(&loaded).context("sync maps")?;
+        crash_point("full-after-maps");
 
         let mut failed = Vec::new();
         for nic in &desired.nics {
@@ -156,6 +159,7 @@ impl Microseg {
             }
         }
         report.nics = desired.nics.len() - failed.len();
+        crash_point("full-after-attach");
 
         let wanted: BTreeSet<&str> = desired.nics.iter().map(|n| n.name.as_str()).collect();
         for link in self.state.link_pins()? {
@@ -167,6 +171,7 @@ impl Microseg {
                 }
             }
         }
+        crash_point("full-before-delete");
         report.map_deletes += desired.delete_stale(&loaded).context("remove stale map entries")?;
         if !failed.is_empty() {
             bail!("{}", failed.join("; "));
@@ -179,6 +184,9 @@ impl Microseg {
         // Enforce toward the guest before stamping what it sends.
         for hook in Hook::ALL {
             let outcome = self.state.attach(loaded, &nic.name, nic.ifindex, hook)?;
+            if hook == Hook::Egress {
+                crash_point("attach-between-hooks");
+            }
             match outcome {
                 AttachOutcome::Present => {}
                 AttachOutcome::Updated => report.links_updated += 1,
@@ -217,6 +225,7 @@ impl Microseg {
                 let mut report = Report::default();
                 report.map_writes += write_tap_group(loaded.map(TAP_TO_GROUP).as_fd(), ifindex, group.mark)
                     .context("write group mapping")?;
+                crash_point("iface-after-map");
                 match self.attach_nic(&loaded, &local, &mut report) {
                     Ok(()) => {}
                     Err(_) if netdev::ifindex(&name) != Some(ifindex) => {

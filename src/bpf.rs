@@ -17,9 +17,14 @@ pub static MICROSEG_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OU
 pub static MICROSEG_TEST_CODE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/microseg-test-code.bpf.o"));
 
-/// Another rule map capacity: for the layout change test.
+/// Other map capacities (4 NICs, 4096 pairs): for the layout change and
+/// capacity tests.
 pub static MICROSEG_TEST_LAYOUT_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/microseg-test-layout.bpf.o"));
+
+/// Another layout and code the verifier rejects: the old state must survive.
+pub static MICROSEG_TEST_BROKEN_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/microseg-test-broken.bpf.o"));
 
 /// Which TCX hook of a NIC a program sits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -19,5 +19,6 @@ pub mod netdev;
 pub mod resolve;
 pub mod state;
 pub mod sys;
+pub mod testhook;
 
 pub use api::{apply_full, apply_iface, clear, effective_policy, IfaceOutcome, Microseg, Report, Settings};

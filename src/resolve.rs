@@ -28,25 +28,44 @@ struct Candidate {
     verdict: Verdict,
 }
 
+/// Upper bound on resolution work (subtree walks plus pair candidates), so that
+/// a hostile config (thousands of overlapping rules on deep trees) is refused
+/// in bounded time and memory instead of grinding through billions of steps.
+/// Sixteen times the largest rule map leaves legitimate policies far below it.
+pub const WORK_PER_CAPACITY: usize = 16;
+
 /// Flattens `cfg` into a pair table of at most `capacity` entries.
 ///
 /// For every pair covered by several rules the most specific wins: smallest
 /// destination distance, then smallest source distance; an exact tie with
 /// different verdicts is a deny. Fails, naming the rule that crossed the
-/// line, when the policy needs more pairs than `capacity`.
+/// line, when the policy needs more pairs than `capacity` or more work than
+/// `WORK_PER_CAPACITY * capacity` steps.
 pub fn resolve(cfg: &MicrosegConfig, capacity: usize) -> Result<PairTable> {
-    let below = descendants(cfg);
-    let unstamped = vec![(UNSTAMPED, 0u32)];
+    let tree = Forest::new(cfg);
+    let budget = capacity.saturating_mul(WORK_PER_CAPACITY).max(1 << 16);
+    let mut work = 0usize;
     let mut best: HashMap<(Mark, Mark), Candidate> = HashMap::new();
 
     for rule in cfg.rules.values() {
-        let srcs = match &rule.src {
-            Some(src) => &below[src.as_str()],
-            None => &unstamped,
+        let too_much = || {
+            anyhow::anyhow!(
+                "microseg rule '{}': the policy is too large to resolve (more than {budget} expansion steps)",
+                rule.id
+            )
         };
+        let srcs = match &rule.src {
+            Some(src) => tree.subtree(src, &mut work, budget).ok_or_else(too_much)?,
+            None => vec![(UNSTAMPED, 0u32)],
+        };
+        let dsts = tree.subtree(&rule.dst, &mut work, budget).ok_or_else(too_much)?;
+        work = work.saturating_add(srcs.len().saturating_mul(dsts.len()));
+        if work > budget {
+            return Err(too_much());
+        }
         let verdict = if rule.allow { Verdict::Allow } else { Verdict::Deny };
-        for &(dst, dst_distance) in &below[rule.dst.as_str()] {
-            for &(src, src_distance) in srcs {
+        for &(dst, dst_distance) in &dsts {
+            for &(src, src_distance) in &srcs {
                 let new = Candidate { dst_distance, src_distance, verdict };
                 match best.get_mut(&(src, dst)) {
                     None => {
@@ -80,38 +99,45 @@ fn more_specific(a: Candidate, b: Candidate) -> Candidate {
     }
 }
 
-/// For every group: itself at distance 0 and every group below it with its
-/// distance. Built top-down from the children lists, so each group is visited
-/// once per ancestor (validated configs have no cycles).
-fn descendants(cfg: &MicrosegConfig) -> HashMap<&str, Vec<(Mark, u32)>> {
-    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
-    for g in cfg.groups.values() {
-        if let Some(p) = &g.parent {
-            children.entry(p.as_str()).or_default().push(g.id.as_str());
+/// The group forest as children lists.
+struct Forest<'a> {
+    cfg: &'a MicrosegConfig,
+    children: HashMap<&'a str, Vec<&'a str>>,
+}
+
+impl<'a> Forest<'a> {
+    fn new(cfg: &'a MicrosegConfig) -> Forest<'a> {
+        let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+        for g in cfg.groups.values() {
+            if let Some(p) = &g.parent {
+                children.entry(p.as_str()).or_default().push(g.id.as_str());
+            }
         }
+        Forest { cfg, children }
     }
-    let mut out = HashMap::new();
-    for g in cfg.groups.values() {
-        // Only groups named by a rule need their subtree.
-        let named = cfg.rules.values().any(|r| r.dst == g.id || r.src.as_deref() == Some(g.id.as_str()));
-        if !named {
-            continue;
-        }
+
+    /// `group` at distance 0 and every group below it with its distance, or
+    /// `None` once `work` passes `budget`. Computed per rule and dropped after
+    /// it, so memory stays linear in the number of groups.
+    fn subtree(&self, group: &str, work: &mut usize, budget: usize) -> Option<Vec<(Mark, u32)>> {
         let mut list = Vec::new();
-        let mut frontier = vec![g.id.as_str()];
+        let mut frontier = vec![group];
         let mut distance = 0u32;
         while !frontier.is_empty() {
             let mut next = Vec::new();
             for id in frontier {
-                list.push((cfg.groups[id].mark, distance));
-                next.extend(children.get(id).into_iter().flatten().copied());
+                *work += 1;
+                if *work > budget {
+                    return None;
+                }
+                list.push((self.cfg.groups[id].mark, distance));
+                next.extend(self.children.get(id).into_iter().flatten().copied());
             }
             frontier = next;
             distance += 1;
         }
-        out.insert(g.id.as_str(), list);
+        Some(list)
     }
-    out
 }
 
 #[cfg(test)]
@@ -277,6 +303,26 @@ mod tests {
             e,
             "microseg rule 'z-too-much': the policy expands to more (src, dst) pairs than the kernel rule map holds (1)"
         );
+    }
+
+    #[test]
+    fn overlapping_rules_hit_the_work_bound() {
+        // 1000 identical rules over 300 x 300 groups: 90,000 pairs, but 90
+        // million candidates. Refused quickly instead of ground through.
+        let mut b = Builder::new().group("s", 1, None).group("d", 2, None);
+        for i in 0..300u16 {
+            b = b.group(&format!("s{i}"), 100 + i, Some("s")).group(&format!("d{i}"), 1000 + i, Some("d"));
+        }
+        for i in 0..1000 {
+            b = b.rule(&format!("r{i:04}"), Some("s"), "d", true);
+        }
+        let t = std::time::Instant::now();
+        let e = resolve(&b.0, 1 << 17).unwrap_err().to_string();
+        assert!(e.contains("the policy is too large to resolve"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        // The same policy with one rule is fine.
+        b.0.rules.retain(|id, _| id == "r0000");
+        assert_eq!(resolve(&b.0, 1 << 17).unwrap().len(), 301 * 301);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::bpf::{Hook, Subsystem};
 use crate::lock::{self, Lock, Mode};
 use crate::sys;
+use crate::testhook::crash_point;
 
 /// Where one subsystem keeps its pins and its run state.
 #[derive(Debug, Clone)]
@@ -242,6 +243,7 @@ impl KernelState {
         if layout_changed {
             self.verify_object().context("verify new object before replacing the old state")?;
             self.unpin_maps_and_programs().context("remove old maps and programs")?;
+            crash_point("install-after-unpin");
         }
         for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -266,17 +268,21 @@ impl KernelState {
             progs.insert(spec.hook, Prog { fd, id });
         }
         let loaded = Loaded { maps, progs };
+        crash_point("install-after-load");
         prefill(&loaded).context("fill maps before swapping programs")?;
+        crash_point("install-after-prefill");
 
         for link in self.link_pins()? {
             self.swap_link(&link, &loaded).with_context(|| format!("swap link {}", link.path.display()))?;
         }
+        crash_point("install-after-swap");
         for spec in self.sub.programs {
             let path = self.prog_pin(spec.name);
             let tmp = tmp_path(&self.progs_dir(), spec.name);
             sys::obj_pin(loaded.progs[&spec.hook].fd.as_fd(), &tmp).with_context(|| format!("pin {}", tmp.display()))?;
             std::fs::rename(&tmp, &path).with_context(|| format!("pin program {}", path.display()))?;
         }
+        crash_point("install-before-run-state");
         self.write_run_state()?;
         log::info!(
             "{}: loaded BPF object {} (programs {})",
@@ -326,8 +332,8 @@ impl KernelState {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with(TMP_PREFIX) {
-                // Left by a process killed between pin and rename.
-                let _ = std::fs::remove_file(entry.path());
+                // Mid-rename by a concurrent apply_iface, or left by a killed
+                // one: install() sweeps them under the exclusive lock.
                 continue;
             }
             let Some((nic, hook)) = name.rsplit_once('-') else { continue };
@@ -371,15 +377,46 @@ impl KernelState {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e).with_context(|| format!("open link pin {}", path.display())),
         }
-        let link = sys::link_create_tcx(prog.fd.as_fd(), ifindex, hook.attach_type())
+        let link = self
+            .create_or_adopt_link(prog, ifindex, hook)
             .with_context(|| format!("attach {}: bpf_link_create", hook.as_str()))?;
         // Pin under a temporary name, then rename: atomic, and if two shared
         // holders race on the same NIC, the last rename wins and the other
         // link goes away with its descriptor.
+        crash_point("attach-after-create");
         let tmp = tmp_path(&self.links_dir(), nic);
         sys::obj_pin(link.as_fd(), &tmp).with_context(|| format!("pin link {}", tmp.display()))?;
+        crash_point("attach-after-tmp-pin");
         std::fs::rename(&tmp, &path).with_context(|| format!("pin link {}", path.display()))?;
         Ok(outcome)
+    }
+
+    /// Creates the TCX link, or adopts the one already running our program
+    /// there. TCX refuses the same program twice on a hook (`EEXIST`): that
+    /// happens when a link pin was removed and the kernel has not yet
+    /// released the link (release is deferred to a workqueue), or when some
+    /// process still holds the link open. The first goes away within
+    /// milliseconds; the second is taken over, so a NIC never ends up with
+    /// an unmanaged copy of our program.
+    fn create_or_adopt_link(&self, prog: &Prog, ifindex: u32, hook: Hook) -> io::Result<OwnedFd> {
+        let mut last = None;
+        for attempt in 0..20 {
+            match sys::link_create_tcx(prog.fd.as_fd(), ifindex, hook.attach_type()) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => last = Some(e),
+                other => return other,
+            }
+            if attempt >= 10 {
+                let (progs, links) = sys::query_tcx(ifindex, hook.attach_type())?;
+                if let Some(&link_id) = progs.iter().zip(&links).find(|(p, l)| **p == prog.id && **l != 0).map(|(_, l)| l) {
+                    if let Ok(fd) = sys::link_get_fd_by_id(link_id) {
+                        log::info!("{}: adopting unmanaged link {link_id} on ifindex {ifindex}", self.sub.name);
+                        return Ok(fd);
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EEXIST)))
     }
 
     /// Detaches a link now and removes its pin.
@@ -396,9 +433,36 @@ impl KernelState {
         remove_file_if_exists(&link.path)
     }
 
+    /// Removes temporary pins left by a process killed between pin and
+    /// rename; a temporary link pin holds a second, unmanaged attachment, so
+    /// it is detached first. Only under the exclusive lock: no one else can
+    /// be mid-rename then.
+    pub fn sweep_tmp_pins(&self) -> usize {
+        let mut swept = 0;
+        for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    continue;
+                }
+                if dir == self.links_dir() {
+                    if let Ok(fd) = sys::obj_get(&entry.path()) {
+                        let _ = sys::link_detach(fd.as_fd());
+                    }
+                }
+                log::info!("{}: removing leftover {}", self.sub.name, entry.path().display());
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    swept += 1;
+                }
+            }
+        }
+        swept
+    }
+
     /// Detaches every link and removes every pin and all run state.
     /// The caller holds the exclusive lock, which goes away with the run dir.
     pub fn remove_all(&self) -> Result<()> {
+        self.sweep_tmp_pins();
         for link in self.link_pins()? {
             self.remove_link(&link).with_context(|| format!("detach {}", link.path.display()))?;
         }

@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+const BPF_MAP_CREATE: u32 = 0;
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_MAP_DELETE_ELEM: u32 = 3;
@@ -19,9 +20,11 @@ const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 const BPF_OBJ_PIN: u32 = 6;
 const BPF_OBJ_GET: u32 = 7;
 const BPF_PROG_TEST_RUN: u32 = 10;
+const BPF_PROG_QUERY: u32 = 16;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 const BPF_LINK_CREATE: u32 = 28;
 const BPF_LINK_UPDATE: u32 = 29;
+const BPF_LINK_GET_FD_BY_ID: u32 = 30;
 const BPF_LINK_DETACH: u32 = 34;
 
 /// `enum bpf_attach_type` values of the TCX hooks (Linux 6.6).
@@ -319,6 +322,78 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, packet: &[u8], ctx: &SkBuffCtx, repea
     };
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     Ok(TestRun { retval: attr.retval as i32, duration_ns: attr.duration, ctx_out })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgQueryAttr {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
+    prog_attach_flags: u64,
+    link_ids: u64,
+    link_attach_flags: u64,
+    revision: u64,
+}
+
+/// The ids of the programs attached to a TCX hook of `ifindex`, in order.
+pub fn prog_query_tcx(ifindex: u32, attach_type: u32) -> io::Result<Vec<u32>> {
+    query_tcx(ifindex, attach_type).map(|(progs, _)| progs)
+}
+
+/// Program ids and their link ids (0 for a non-link attachment) on a TCX hook.
+pub fn query_tcx(ifindex: u32, attach_type: u32) -> io::Result<(Vec<u32>, Vec<u32>)> {
+    let mut progs = vec![0u32; 64];
+    let mut links = vec![0u32; 64];
+    let mut attr = ProgQueryAttr {
+        target_ifindex: ifindex,
+        attach_type,
+        prog_ids: progs.as_mut_ptr() as u64,
+        prog_cnt: progs.len() as u32,
+        link_ids: links.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_QUERY, &mut attr)?;
+    progs.truncate(attr.prog_cnt as usize);
+    links.truncate(attr.prog_cnt as usize);
+    Ok((progs, links))
+}
+
+#[repr(C)]
+struct GetFdByIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// Opens a link by its id (`BPF_LINK_GET_FD_BY_ID`).
+pub fn link_get_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = GetFdByIdAttr { id, next_id: 0, open_flags: 0 };
+    bpf(BPF_LINK_GET_FD_BY_ID, &mut attr).map(fd_from)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+/// `BPF_MAP_TYPE_HASH`.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+
+/// Creates a map; the library itself creates maps through aya, tests use
+/// this to plant maps of the wrong shape.
+pub fn map_create(map_type: u32, key_size: u32, value_size: u32, max_entries: u32, map_flags: u32) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr { map_type, key_size, value_size, max_entries, map_flags };
+    bpf(BPF_MAP_CREATE, &mut attr).map(fd_from)
 }
 
 /// `BPF_FS_MAGIC` from `<linux/magic.h>`.

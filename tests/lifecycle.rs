@@ -109,7 +109,7 @@ fn layout_change_verifies_rebuilds_and_keeps_enforcing() {
     let other = sandbox.microseg_with(MICROSEG_TEST_LAYOUT_OBJECT);
     match other.state.freshness().unwrap() {
         microseg::state::Freshness::Stale { layout_changed: true, reason } => {
-            assert!(reason.contains("pinned map 'rules' has capacity 1048576 (object wants 4096)"), "{reason}")
+            assert!(reason.contains("pinned map 'tap_to_group' has capacity 65536 (object wants 4)"), "{reason}")
         }
         f => panic!("layout change not detected: {f:?}"),
     }
@@ -117,6 +117,8 @@ fn layout_change_verifies_rebuilds_and_keeps_enforcing() {
     assert!(report.loaded);
     let rules = sys::obj_get(&other.state.map_pin("rules")).unwrap();
     assert_eq!(sys::map_info(rules.as_fd()).unwrap().max_entries, 4096);
+    let taps = sys::obj_get(&other.state.map_pin("tap_to_group")).unwrap();
+    assert_eq!(sys::map_info(taps.as_fd()).unwrap().max_entries, 4);
     let after = snapshot(&other);
     assert_eq!(link_ids(&after), link_ids(&before), "links were not kept across the rebuild");
     assert_eq!((after.rules.clone(), after.taps.clone()), (before.rules.clone(), before.taps.clone()));

@@ -1,0 +1,36 @@
+//! `pve-microseg`: the library's three calls from a shell, for administrators
+//! debugging a node, for the fault tests (which need separate processes to
+//! race and to kill) and for measuring the one-shot-process model against the
+//! in-process one. pve-network itself never runs it: it calls the library.
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: pve-microseg apply-full | apply-iface IFACE | clear | policy";
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(|a| a.to_string_lossy().into_owned());
+    let result = match (arg(0).as_deref(), args.len()) {
+        (Some("apply-full"), 1) => microseg::apply_full().map(|r| format!("{r:?}")),
+        (Some("apply-iface"), 2) => {
+            use std::os::unix::ffi::OsStrExt;
+            microseg::apply_iface(args[1].as_bytes()).map(|o| format!("{o:?}"))
+        }
+        (Some("clear"), 1) => microseg::clear().map(|()| "cleared".to_string()),
+        (Some("policy"), 1) => microseg::effective_policy().map(|p| p.to_string()),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

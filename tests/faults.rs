@@ -1,0 +1,328 @@
+//! Faults against the real kernel: processes killed at every crash point,
+//! concurrent callers from separate processes, lost and corrupt state, and
+//! capacity limits. After each, the next call converges to exactly the
+//! desired state: every assigned NIC has our program once per direction.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use microseg::api::{rule_key, verdict_byte};
+use microseg::bpf::{Hook, MICROSEG_TEST_BROKEN_OBJECT, MICROSEG_TEST_CODE_OBJECT, MICROSEG_TEST_LAYOUT_OBJECT};
+use microseg::{config, netdev, resolve, sys, Microseg};
+
+use common::*;
+
+fn cfg_json(groups: &[(&str, u16, Option<&str>)], rules: &[(&str, Option<&str>, &str, bool)], nics: &[(u32, &str)]) -> String {
+    let mut ids = Vec::new();
+    for (id, mark, parent) in groups {
+        let parent = parent.map(|p| format!(r#", "parent": "{p}""#)).unwrap_or_default();
+        ids.push(format!(r#""{id}": {{"type": "group", "mark": {mark}{parent}}}"#));
+    }
+    for (id, src, dst, allow) in rules {
+        let src = src.map(|s| format!(r#", "src": "{s}""#)).unwrap_or_default();
+        ids.push(format!(r#""{id}": {{"type": "rule", "dst": "{dst}", "allow": {}{src}}}"#, u8::from(*allow)));
+    }
+    for (vmid, group) in nics {
+        ids.push(format!(r#""a{vmid}": {{"type": "assignment", "vmid": {vmid}, "iface": 0, "group": "{group}"}}"#));
+    }
+    format!(r#"{{"microseg": {{"ids": {{ {} }}}}}}"#, ids.join(","))
+}
+
+const GROUPS: &[(&str, u16, Option<&str>)] = &[("a", 1, None), ("b", 2, Some("a")), ("c", 3, None)];
+const RULES: &[(&str, Option<&str>, &str, bool)] =
+    &[("ab", Some("a"), "b", true), ("cb", Some("c"), "b", false), ("gw", None, "a", true), ("ca", Some("c"), "a", true)];
+
+fn config_a() -> String {
+    cfg_json(GROUPS, RULES, &[(101, "a"), (102, "b")])
+}
+
+/// Moves 101, drops 102, adds 103 and a rule: a full pass has every kind of work.
+fn config_b() -> String {
+    let mut rules = RULES.to_vec();
+    rules.retain(|r| r.0 != "ca");
+    rules.push(("bc", Some("b"), "c", true));
+    cfg_json(GROUPS, &rules, &[(101, "c"), (103, "b")])
+}
+
+/// Guest NICs for state tests: veths in the host namespace, peers unused.
+fn add_nics(vmids: impl IntoIterator<Item = u32>) {
+    let batch: String =
+        vmids.into_iter().map(|v| format!("link add veth{v}i0 type veth peer name p{v}\nlink set veth{v}i0 up\n")).collect();
+    ip_batch(None, &batch);
+}
+
+/// The CLI, with the sandbox's settings, in this thread's network namespace.
+fn cli(sandbox: &Sandbox, args: &[&str], crash_at: Option<&str>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pve-microseg"));
+    cmd.args(args)
+        .env("PVE_MICROSEG_RUNNING_CONFIG", &sandbox.settings.running_config)
+        .env("PVE_MICROSEG_BPF_ROOT", &sandbox.settings.bpf_root)
+        .env("PVE_MICROSEG_RUN_DIR", &sandbox.settings.run_dir)
+        .env_remove("PVE_MICROSEG_TEST_CRASH_AT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(point) = crash_at {
+        cmd.env("PVE_MICROSEG_TEST_CRASH_AT", point);
+    }
+    cmd
+}
+
+/// Exactly the desired state: maps equal to the resolved policy, one link
+/// per NIC and hook running the current program, each NIC's TCX chain
+/// holding that program once, no leftover pins; and a further full pass
+/// finds nothing to do.
+fn assert_converged(ms: &Microseg, json: &str, what: &str) {
+    let cfg = config::parse(json.as_bytes()).unwrap();
+    let layouts = ms.state.sub.map_layouts().unwrap();
+    let cap = layouts.iter().find(|l| l.name == "rules").unwrap().max_entries as usize;
+    let pairs = resolve::resolve(&cfg, cap).unwrap();
+    let mut want_taps = BTreeMap::new();
+    let mut want_links = Vec::new();
+    for a in cfg.assignments.values() {
+        let name = format!("veth{}i{}", a.vmid, a.iface);
+        if let Some(ifindex) = netdev::ifindex(&name) {
+            want_taps.insert(ifindex.to_ne_bytes().to_vec(), u32::from(cfg.groups[&a.group].mark).to_ne_bytes().to_vec());
+            want_links.push((name, ifindex));
+        }
+    }
+    let want_rules: BTreeMap<Vec<u8>, Vec<u8>> =
+        pairs.iter().map(|(&(s, d), &v)| (rule_key(s, d).to_vec(), vec![verdict_byte(v)])).collect();
+
+    let snap = snapshot(ms);
+    assert_eq!(snap.rules, want_rules, "{what}: rule map");
+    assert_eq!(snap.taps, want_taps, "{what}: group map");
+    assert!(!snap.files.iter().any(|f| f.contains("_tmp_")), "{what}: leftover temporary pins: {:?}", snap.files);
+    let mut pins: Vec<String> = snap.links.keys().cloned().collect();
+    pins.sort();
+    let mut want_pins: Vec<String> =
+        want_links.iter().flat_map(|(n, _)| [format!("{n}-egress"), format!("{n}-ingress")]).collect();
+    want_pins.sort();
+    assert_eq!(pins, want_pins, "{what}: link pins");
+    for (name, ifindex) in &want_links {
+        for (hook, prog) in [(Hook::Egress, "microseg_enforce"), (Hook::Ingress, "microseg_stamp")] {
+            let attached = sys::prog_query_tcx(*ifindex, hook.attach_type()).unwrap();
+            assert_eq!(attached, vec![snap.progs[prog]], "{what}: {name} {} chain", hook.as_str());
+        }
+    }
+    let again = ms.apply_full().unwrap();
+    assert_eq!(again, microseg::Report { nics: want_links.len(), ..Default::default() }, "{what}: not converged");
+}
+
+fn wait_killed(mut child: Child, point: &str) {
+    let status: ExitStatus = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "crash point {point} was not reached ({status}): {err}");
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Prep {
+    Nothing,
+    /// Config A installed with another build of the same layout.
+    OtherCode,
+    /// Config A installed with another map layout.
+    OtherLayout,
+    /// Config A installed with this build.
+    Current,
+}
+
+#[test]
+fn killed_at_every_crash_point_the_next_call_converges() {
+    let cases: &[(&str, Prep, &[&str])] = &[
+        ("install-after-load", Prep::Nothing, &["apply-full"]),
+        ("install-after-prefill", Prep::OtherCode, &["apply-full"]),
+        ("install-after-swap", Prep::OtherCode, &["apply-full"]),
+        ("install-before-run-state", Prep::OtherCode, &["apply-full"]),
+        ("install-after-unpin", Prep::OtherLayout, &["apply-full"]),
+        ("install-after-prefill", Prep::OtherLayout, &["apply-full"]),
+        ("full-after-maps", Prep::Current, &["apply-full"]),
+        ("attach-after-create", Prep::Current, &["apply-full"]),
+        ("attach-after-tmp-pin", Prep::Current, &["apply-full"]),
+        ("attach-between-hooks", Prep::Current, &["apply-full"]),
+        ("full-after-attach", Prep::Current, &["apply-full"]),
+        ("full-before-delete", Prep::Current, &["apply-full"]),
+        ("iface-after-map", Prep::Current, &["apply-iface", "veth103i0"]),
+        ("attach-after-create", Prep::Current, &["apply-iface", "veth103i0"]),
+        ("attach-after-tmp-pin", Prep::Current, &["apply-iface", "veth103i0"]),
+        ("attach-between-hooks", Prep::Current, &["apply-iface", "veth103i0"]),
+        ("install-after-swap", Prep::OtherCode, &["apply-iface", "veth103i0"]),
+    ];
+    let _host = HostNs::enter();
+    add_nics(101..=103);
+    for &(point, prep, args) in cases {
+        let what = format!("{point} in {} after {prep:?}", args.join(" "));
+        let sandbox = Sandbox::new("crash");
+        let ms = sandbox.microseg();
+        sandbox.write_config(&config_a());
+        match prep {
+            Prep::Nothing => {}
+            Prep::OtherCode => drop(sandbox.microseg_with(MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap()),
+            Prep::OtherLayout => drop(sandbox.microseg_with(MICROSEG_TEST_LAYOUT_OBJECT).apply_full().unwrap()),
+            Prep::Current => drop(ms.apply_full().unwrap()),
+        }
+        sandbox.write_config(&config_b());
+        let child = cli(&sandbox, args, Some(point)).spawn().unwrap();
+        wait_killed(child, &what);
+        ms.apply_full().unwrap_or_else(|e| panic!("{what}: next call failed: {e:#}"));
+        assert_converged(&ms, &config_b(), &what);
+    }
+}
+
+#[test]
+fn concurrent_apply_iface_processes_race_full_passes() {
+    let _host = HostNs::enter();
+    let sandbox = Sandbox::new("race");
+    let ms = sandbox.microseg();
+    let vmids: Vec<u32> = (200..264).collect();
+    add_nics(vmids.iter().copied());
+    let groups: Vec<(String, u16, Option<&str>)> = (0..8u16).map(|i| (format!("g{i}"), 10 + i, None)).collect();
+    let groups_ref: Vec<(&str, u16, Option<&str>)> = groups.iter().map(|(n, m, p)| (n.as_str(), *m, *p)).collect();
+    let rules: Vec<(String, String, String)> =
+        (0..8).map(|i| (format!("r{i}"), format!("g{i}"), format!("g{}", (i + 1) % 8))).collect();
+    let rules_ref: Vec<(&str, Option<&str>, &str, bool)> =
+        rules.iter().map(|(id, s, d)| (id.as_str(), Some(s.as_str()), d.as_str(), true)).collect();
+    let nics: Vec<(u32, String)> = vmids.iter().map(|&v| (v, format!("g{}", v % 8))).collect();
+    let nics_ref: Vec<(u32, &str)> = nics.iter().map(|(v, g)| (*v, g.as_str())).collect();
+    let json = cfg_json(&groups_ref, &rules_ref, &nics_ref);
+    sandbox.write_config(&json);
+
+    // Nothing installed yet: the first callers also race on the install.
+    let start = Instant::now();
+    let children: Vec<(u32, Child)> = vmids
+        .iter()
+        .map(|&v| (v, cli(&sandbox, &["apply-iface", &format!("veth{v}i0")], None).spawn().unwrap()))
+        .collect();
+    let mut passes = 0;
+    while passes < 20 || start.elapsed() < Duration::from_millis(500) {
+        ms.apply_full().unwrap();
+        passes += 1;
+        if start.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
+    for (v, mut child) in children {
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(status.success(), "apply-iface veth{v}i0 failed: {err}");
+    }
+    let elapsed = start.elapsed();
+    println!("64 apply-iface processes and {passes} full passes finished in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(120), "no progress bound: {elapsed:?} (deadlock?)");
+    assert_converged(&ms, &json, "after the race");
+}
+
+#[test]
+fn lost_or_corrupt_state_is_detected_and_repaired() {
+    let _host = HostNs::enter();
+    add_nics(101..=103);
+    let json = config_b();
+
+    type Damage = fn(&Microseg);
+    let cases: &[(&str, Damage, bool)] = &[
+        ("run directory wiped", |ms| std::fs::remove_dir_all(&ms.settings.run_dir).unwrap(), true),
+        ("run state garbage", |ms| std::fs::write(ms.settings.run_dir.join("microseg/state.json"), b"\0garbage").unwrap(), true),
+        ("rules map pin deleted", |ms| std::fs::remove_file(ms.state.map_pin("rules")).unwrap(), true),
+        ("group map pin deleted", |ms| std::fs::remove_file(ms.state.map_pin("tap_to_group")).unwrap(), true),
+        ("program pin deleted", |ms| std::fs::remove_file(ms.state.prog_pin("microseg_enforce")).unwrap(), true),
+        ("all pins but links deleted", |ms| {
+            std::fs::remove_dir_all(ms.state.pin_dir.join("maps")).unwrap();
+            std::fs::remove_dir_all(ms.state.pin_dir.join("progs")).unwrap();
+        }, true),
+        ("link pin deleted", |ms| std::fs::remove_file(ms.state.link_pin("veth103i0", Hook::Egress)).unwrap(), false),
+        ("rules map with another capacity", |ms| plant_map(ms, "rules", 4, 1, 10), true),
+        ("rules map with another value size", |ms| plant_map(ms, "rules", 4, 8, 1 << 20), true),
+        ("group map with another key size", |ms| plant_map(ms, "tap_to_group", 8, 4, 65536), true),
+    ];
+    for &(what, damage, links_survive) in cases {
+        let sandbox = Sandbox::new("corrupt");
+        let ms = sandbox.microseg();
+        sandbox.write_config(&json);
+        ms.apply_full().unwrap();
+        let before = snapshot(&ms);
+        damage(&ms);
+        // The tap_plug path notices too: it falls back to a full pass.
+        let out = ms.apply_iface(b"veth103i0").unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        if what != "link pin deleted" {
+            assert!(matches!(out, microseg::IfaceOutcome::FullPass(_)), "{what}: {out:?}");
+        }
+        ms.apply_full().unwrap();
+        assert_converged(&ms, &json, what);
+        if links_survive {
+            let ids = |s: &Snapshot| s.links.iter().map(|(k, v)| (k.clone(), v.0)).collect::<BTreeMap<_, _>>();
+            assert_eq!(ids(&snapshot(&ms)), ids(&before), "{what}: links were detached during the repair");
+        }
+    }
+}
+
+/// Replaces a pinned map with one of another shape.
+fn plant_map(ms: &Microseg, name: &str, key: u32, value: u32, entries: u32) {
+    let path = ms.state.map_pin(name);
+    std::fs::remove_file(&path).unwrap();
+    let fd = sys::map_create(sys::BPF_MAP_TYPE_HASH, key, value, entries, 1).unwrap();
+    sys::obj_pin(fd.as_fd(), &path).unwrap();
+}
+
+#[test]
+fn capacity_and_verifier_failures_change_nothing() {
+    let _host = HostNs::enter();
+    add_nics(101..=105);
+    let sandbox = Sandbox::new("capacity");
+    let ms = sandbox.microseg();
+    sandbox.write_config(&config_a());
+    ms.apply_full().unwrap();
+    let before = snapshot(&ms);
+
+    // The test layout's group map holds 4 NICs; 5 are assigned and present.
+    let small = sandbox.microseg_with(MICROSEG_TEST_LAYOUT_OBJECT);
+    sandbox.write_config(&cfg_json(GROUPS, RULES, &[(101, "a"), (102, "a"), (103, "b"), (104, "b"), (105, "c")]));
+    let e = format!("{:#}", small.apply_full().unwrap_err());
+    assert!(e.contains("microseg: 5 local assigned NICs, the kernel group map holds 4"), "{e}");
+    assert_eq!(snapshot(&ms), before, "NIC overflow changed state");
+
+    // 65 x 65 pairs > the test layout's 4096.
+    let mut groups: Vec<(String, u16, Option<&str>)> = vec![("s".into(), 1, None), ("d".into(), 2, None)];
+    for i in 0..64u16 {
+        groups.push((format!("s{i}"), 100 + i, Some("s")));
+        groups.push((format!("d{i}"), 200 + i, Some("d")));
+    }
+    let g: Vec<(&str, u16, Option<&str>)> = groups.iter().map(|(n, m, p)| (n.as_str(), *m, *p)).collect();
+    sandbox.write_config(&cfg_json(&g, &[("big", Some("s"), "d", true)], &[(101, "s")]));
+    let e = format!("{:#}", small.apply_full().unwrap_err());
+    assert!(e.contains("microseg rule 'big': the policy expands to more (src, dst) pairs than the kernel rule map holds (4096)"), "{e}");
+    assert_eq!(snapshot(&ms), before, "rule overflow changed state");
+
+    // A new layout the verifier rejects: verified before anything is torn down.
+    sandbox.write_config(&config_a());
+    let broken = sandbox.microseg_with(MICROSEG_TEST_BROKEN_OBJECT);
+    let e = format!("{:#}", broken.apply_full().unwrap_err());
+    assert!(e.contains("verify new object before replacing the old state: load program"), "{e}");
+    assert!(e.contains("verifier log"), "{e}");
+    assert_eq!(snapshot(&ms), before, "a rejected object changed state");
+    assert_converged(&ms, &config_a(), "after the failures");
+}
+
+#[test]
+fn a_link_held_open_elsewhere_is_adopted_not_duplicated() {
+    let _host = HostNs::enter();
+    add_nics(101..=103);
+    let sandbox = Sandbox::new("adopt");
+    let ms = sandbox.microseg();
+    sandbox.write_config(&config_b());
+    ms.apply_full().unwrap();
+    // Another process keeps the link open, then its pin disappears.
+    let pin = ms.state.link_pin("veth103i0", Hook::Ingress);
+    let held = sys::obj_get(&pin).unwrap();
+    let id = sys::link_info(held.as_fd()).unwrap().id;
+    std::fs::remove_file(&pin).unwrap();
+    let report = ms.apply_full().unwrap();
+    assert_eq!(report.links_created, 1);
+    assert_eq!(snapshot(&ms).links["veth103i0-ingress"].0, id, "the held link was not adopted");
+    drop(held);
+    assert_converged(&ms, &config_b(), "after adopting");
+}
