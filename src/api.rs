@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bpf::{Hook, Subsystem, MICROSEG_OBJECT, RULES, TAP_TO_GROUP};
-use crate::config::{self, Mark, MicrosegConfig};
+use crate::bpf::{Hook, Subsystem, GUARD_CONFIG, MICROSEG_OBJECT, RULES, TAP_TO_GROUP, VTEP_PEERS};
+use crate::config::{self, Mark, MicrosegConfig, VtepGuard};
 use crate::lock::Mode;
 use crate::netdev::{self, GuestNic, NicKind};
 use crate::resolve::{self, Verdict};
@@ -54,6 +54,8 @@ pub struct Report {
     pub links_detached: usize,
     /// Local assigned NICs enforced after the pass.
     pub nics: usize,
+    /// Underlay interfaces with the VTEP guard after the pass.
+    pub guarded: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,12 +81,15 @@ struct LocalNic {
 pub struct Microseg {
     pub settings: Settings,
     pub state: KernelState,
+    /// The VTEP guard, a subsystem of its own (own pins, lock and run state).
+    pub guard: KernelState,
 }
 
 impl Microseg {
     pub fn new(settings: Settings, object: &'static [u8]) -> Microseg {
         let state = KernelState::new(Subsystem::microseg(object), &settings.bpf_root, &settings.run_dir);
-        Microseg { settings, state }
+        let guard = KernelState::new(Subsystem::vtep_guard(), &settings.bpf_root, &settings.run_dir);
+        Microseg { settings, state, guard }
     }
 
     pub fn from_env() -> Microseg {
@@ -127,8 +132,62 @@ impl Microseg {
         }
         let desired = self.desired(&cfg)?;
         self.state.check_bpf_root(&self.settings.bpf_root)?;
-        let _lock = self.state.lock(Mode::Exclusive)?;
-        self.full_pass_locked(&desired)
+        let mut report = {
+            let _lock = self.state.lock(Mode::Exclusive)?;
+            self.full_pass_locked(&desired)?
+        };
+        report.guarded = self.guard_pass(cfg.guard.as_ref()).context("vtep guard")?;
+        Ok(report)
+    }
+
+    /// Installs, updates or removes the VTEP guard; returns how many
+    /// interfaces it guards.
+    fn guard_pass(&self, guard: Option<&VtepGuard>) -> Result<usize> {
+        if guard.is_none() && !self.guard.pin_dir.exists() && !self.guard.run_dir.exists() {
+            // Never configured here: do not even create its lock file.
+            return Ok(0);
+        }
+        let _lock = self.guard.lock(Mode::Exclusive)?;
+        let Some(g) = guard else {
+            if self.guard.pin_dir.exists() {
+                log::info!("microseg: vtep guard no longer configured, removing it");
+                self.guard.remove_all()?;
+            }
+            return Ok(0);
+        };
+        // Map keys are the outer source address as the packet carries it.
+        let peers: BTreeMap<Vec<u8>, Vec<u8>> = g.peers.iter().map(|a| (a.octets().to_vec(), vec![1u8])).collect();
+        let port = BTreeMap::from([(0u32.to_ne_bytes().to_vec(), u32::from(g.port).to_ne_bytes().to_vec())]);
+        let write = |l: &Loaded| -> Result<usize> {
+            Ok(write_entries(l.map(VTEP_PEERS).as_fd(), &peers).context("vtep_peers")?
+                + write_entries(l.map(GUARD_CONFIG).as_fd(), &port).context("guard_config")?)
+        };
+        let loaded = match self.guard.freshness()? {
+            Freshness::Current(loaded) => loaded,
+            Freshness::Stale { reason, layout_changed } => {
+                log::info!("microseg: installing the vtep guard: {reason}");
+                self.guard.install(layout_changed, &|l| write(l).map(drop)).context("install")?
+            }
+        };
+        write(&loaded)?;
+        let mut present = BTreeSet::new();
+        for iface in &g.ifaces {
+            let Some(ifindex) = netdev::ifindex(iface) else {
+                log::warn!("microseg: vtep guard: underlay interface {iface} does not exist on this node");
+                continue;
+            };
+            self.guard.attach(&loaded, iface, ifindex, Hook::Ingress).with_context(|| format!("guard {iface}"))?;
+            present.insert(iface.as_str());
+        }
+        for link in self.guard.link_pins()? {
+            if !present.contains(link.nic.as_str()) {
+                if let Err(e) = self.guard.remove_link(&link) {
+                    log::warn!("microseg: vtep guard: detach {}: {e:#}", link.path.display());
+                }
+            }
+        }
+        delete_stale(loaded.map(VTEP_PEERS).as_fd(), &peers, 4).context("vtep_peers")?;
+        Ok(present.len())
     }
 
     fn full_pass_locked(&self, desired: &Desired) -> Result<Report> {
@@ -267,8 +326,10 @@ impl Microseg {
 
     /// Detaches every link, removes every pin and all run state. Idempotent.
     pub fn clear(&self) -> Result<()> {
-        let _lock = self.state.lock(Mode::Exclusive)?;
-        self.state.remove_all()?;
+        for state in [&self.state, &self.guard] {
+            let _lock = state.lock(Mode::Exclusive)?;
+            state.remove_all()?;
+        }
         // The roots may be shared with other subsystems: remove only if empty.
         let _ = std::fs::remove_dir(&self.settings.bpf_root);
         let _ = std::fs::remove_dir(&self.settings.run_dir);

@@ -26,6 +26,9 @@ pub static MICROSEG_TEST_LAYOUT_OBJECT: &[u8] =
 pub static MICROSEG_TEST_BROKEN_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/microseg-test-broken.bpf.o"));
 
+/// The VTEP guard (the VXLAN trust mitigation), from `bpf/vtepguard.bpf.c`.
+pub static VTEPGUARD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vtepguard.bpf.o"));
+
 /// Which TCX hook of a NIC a program sits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hook {
@@ -82,6 +85,8 @@ pub struct Subsystem {
 
 pub const TAP_TO_GROUP: &str = "tap_to_group";
 pub const RULES: &str = "rules";
+pub const VTEP_PEERS: &str = "vtep_peers";
+pub const GUARD_CONFIG: &str = "guard_config";
 
 impl Subsystem {
     pub fn microseg(object: &'static [u8]) -> Subsystem {
@@ -97,14 +102,21 @@ impl Subsystem {
         }
     }
 
+    /// The VTEP guard: one program on the ingress of underlay interfaces.
+    pub fn vtep_guard() -> Subsystem {
+        Subsystem {
+            name: "vtepguard",
+            schema_version: 1,
+            object: VTEPGUARD_OBJECT,
+            maps: &[VTEP_PEERS, GUARD_CONFIG],
+            programs: &[ProgramSpec { name: "vtep_guard", hook: Hook::Ingress }],
+        }
+    }
+
     /// Identifies the object's code and maps: any change means a reload.
     pub fn fingerprint(&self) -> String {
         let digest = Sha256::digest(self.object);
         digest.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    pub fn program_for(&self, hook: Hook) -> &ProgramSpec {
-        self.programs.iter().find(|p| p.hook == hook).expect("every subsystem has one program per hook")
     }
 
     /// The maps as the object defines them, for checking reused pins against.

@@ -6,7 +6,8 @@
 //! 0/1, and unknown types and fields only warn so that a newer pve-network does
 //! not break an older library.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -40,6 +41,17 @@ pub struct Assignment {
     pub group: String,
 }
 
+/// The VTEP guard (section type `vtep-guard`): VXLAN to `port` is accepted
+/// on `ifaces` only from `peers`, which are the peers of every VXLAN zone
+/// plus the section's own `peers` (for EVPN or other VTEPs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VtepGuard {
+    pub id: String,
+    pub ifaces: Vec<String>,
+    pub port: u16,
+    pub peers: BTreeSet<Ipv4Addr>,
+}
+
 /// A validated microseg configuration. Maps are keyed by section id, so every
 /// iteration (and so every error message) is deterministic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,11 +59,12 @@ pub struct MicrosegConfig {
     pub groups: BTreeMap<String, Group>,
     pub rules: BTreeMap<String, Rule>,
     pub assignments: BTreeMap<String, Assignment>,
+    pub guard: Option<VtepGuard>,
 }
 
 impl MicrosegConfig {
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.rules.is_empty() && self.assignments.is_empty()
+        self.groups.is_empty() && self.rules.is_empty() && self.assignments.is_empty() && self.guard.is_none()
     }
 
     /// The group of guest NIC `(vmid, iface)`, if it is assigned.
@@ -67,6 +80,9 @@ impl MicrosegConfig {
 struct RunningConfig {
     #[serde(default)]
     microseg: Option<SectionMap>,
+    /// Read only for the peers of VXLAN zones, which the VTEP guard admits.
+    #[serde(default)]
+    zones: Option<SectionMap>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +109,18 @@ struct RuleSection {
     /// Absent means deny: a rule that does not say allow must not open anything.
     #[serde(default, deserialize_with = "perl_bool")]
     allow: bool,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct GuardSection {
+    #[serde(deserialize_with = "perl_string_list")]
+    ifaces: Vec<String>,
+    #[serde(default, deserialize_with = "perl_opt_u64")]
+    port: Option<u64>,
+    #[serde(default, deserialize_with = "perl_string_list")]
+    peers: Vec<String>,
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
 }
@@ -131,8 +159,32 @@ pub fn parse(text: &[u8]) -> Result<MicrosegConfig> {
     for (id, value) in section_map.ids {
         parse_section(&mut cfg, id, value)?;
     }
+    if let Some(guard) = &mut cfg.guard {
+        guard.peers.extend(vxlan_zone_peers(doc.zones.as_ref()));
+    }
     validate(&cfg)?;
     Ok(cfg)
+}
+
+/// The IPv4 peers of every VXLAN zone (`peers`: a comma or space separated
+/// list). IPv6 peers are not guarded yet and are skipped with a warning.
+fn vxlan_zone_peers(zones: Option<&SectionMap>) -> BTreeSet<Ipv4Addr> {
+    let mut peers = BTreeSet::new();
+    for (id, zone) in zones.map(|z| &z.ids).into_iter().flatten() {
+        if zone.get("type").and_then(Value::as_str) != Some("vxlan") {
+            continue;
+        }
+        let Some(list) = zone.get("peers").and_then(Value::as_str) else { continue };
+        for p in list.split([',', ' ', ';']).filter(|p| !p.is_empty()) {
+            match p.parse::<Ipv4Addr>() {
+                Ok(a) => {
+                    peers.insert(a);
+                }
+                Err(_) => log::warn!("zone '{id}': peer '{p}' is not an IPv4 address, not admitted by the VTEP guard"),
+            }
+        }
+    }
+    peers
 }
 
 fn parse_section(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
@@ -160,6 +212,34 @@ fn parse_section(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<(
             let iface = u32::try_from(s.iface)
                 .with_context(|| format!("microseg assignment '{id}': iface {} is too large", s.iface))?;
             cfg.assignments.insert(id.clone(), Assignment { id, vmid, iface, group: s.group });
+        }
+        Some("vtep-guard") => {
+            let s: GuardSection = section_from(&id, "vtep-guard", value)?;
+            warn_unknown(&id, "vtep-guard", &s.other);
+            if let Some(first) = &cfg.guard {
+                bail!("microseg vtep-guard '{id}': only one vtep-guard section is allowed, '{}' is one", first.id);
+            }
+            if s.ifaces.is_empty() {
+                bail!("microseg vtep-guard '{id}': ifaces lists no interface");
+            }
+            for iface in &s.ifaces {
+                if iface.len() > 15 || iface.contains(['/', ':']) || iface == "." || iface == ".." {
+                    bail!("microseg vtep-guard '{id}': '{iface}' is not an interface name");
+                }
+            }
+            let port = match s.port {
+                None => 4789,
+                Some(p) if (1..=65535).contains(&p) => p as u16,
+                Some(p) => bail!("microseg vtep-guard '{id}': port {p} is outside 1..=65535"),
+            };
+            let mut peers = BTreeSet::new();
+            for p in &s.peers {
+                let addr = p
+                    .parse::<Ipv4Addr>()
+                    .map_err(|_| anyhow::anyhow!("microseg vtep-guard '{id}': peer '{p}' is not an IPv4 address"))?;
+                peers.insert(addr);
+            }
+            cfg.guard = Some(VtepGuard { id, ifaces: s.ifaces, port, peers });
         }
         Some(other) => log::warn!("microseg section '{id}': unknown type '{other}' ignored"),
         None => log::warn!("microseg section '{id}': no type, ignored"),
@@ -290,6 +370,27 @@ fn perl_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
             _ => Err(D::Error::custom(format!("expected 0 or 1, got \"{s}\""))),
         },
     }
+}
+
+fn perl_opt_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "perl_u64")] u64);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+}
+
+/// A list as PVE writes it: one string, comma or space separated, or an array.
+fn perl_string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match List::deserialize(d)? {
+        List::One(s) => s.split([',', ' ', ';']).map(str::to_owned).collect(),
+        List::Many(v) => v,
+    };
+    Ok(items.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
 }
 
 /// Perl's SectionConfig writes an unset optional value as an empty string or null.
@@ -443,6 +544,42 @@ mod tests {
         assert!(err(r#""a": {"type":"assignment","vmid":"x","iface":0,"group":"g"}"#)
             .starts_with("microseg assignment 'a'"));
         assert!(format!("{:#}", parse(b"{not json").unwrap_err()).starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn vtep_guard_section_and_zone_peers() {
+        let text = r#"{"zones": {"ids": {
+              "vx": {"type": "vxlan", "peers": "192.0.2.1, 192.0.2.2,2001:db8::1"},
+              "evpn": {"type": "evpn", "peers": "192.0.2.99"}}},
+            "microseg": {"ids": {"g": {"type": "vtep-guard", "ifaces": "eno1,eno2", "peers": ["198.51.100.7"]}}}}"#;
+        let cfg = parse(text.as_bytes()).unwrap();
+        let g = cfg.guard.unwrap();
+        assert_eq!(g.ifaces, ["eno1", "eno2"]);
+        assert_eq!(g.port, 4789);
+        let peers: Vec<String> = g.peers.iter().map(|p| p.to_string()).collect();
+        assert_eq!(peers, ["192.0.2.1", "192.0.2.2", "198.51.100.7"]);
+        assert!(!cfg.groups.is_empty() || cfg.rules.is_empty());
+    }
+
+    #[test]
+    fn vtep_guard_errors() {
+        assert_eq!(err(r#""g": {"type": "vtep-guard", "ifaces": ""}"#), "microseg vtep-guard 'g': ifaces lists no interface");
+        assert_eq!(
+            err(r#""g": {"type": "vtep-guard", "ifaces": "eth0", "port": 0}"#),
+            "microseg vtep-guard 'g': port 0 is outside 1..=65535"
+        );
+        assert_eq!(
+            err(r#""g": {"type": "vtep-guard", "ifaces": "eth0", "peers": "10.0.0.300"}"#),
+            "microseg vtep-guard 'g': peer '10.0.0.300' is not an IPv4 address"
+        );
+        assert_eq!(
+            err(r#""g": {"type": "vtep-guard", "ifaces": "../x"}"#),
+            "microseg vtep-guard 'g': '../x' is not an interface name"
+        );
+        assert_eq!(
+            err(r#""g": {"type": "vtep-guard", "ifaces": "a"}, "h": {"type": "vtep-guard", "ifaces": "b"}"#),
+            "microseg vtep-guard 'h': only one vtep-guard section is allowed, 'g' is one"
+        );
     }
 
     #[test]
