@@ -119,3 +119,85 @@ fn enforce_does_not_touch_the_mark() {
     p.rule(20, 11, true);
     assert_eq!(p.run(Hook::Egress, LO, 0x8000_0014), (NEXT, 0x8000_0014));
 }
+
+mod vtep_guard {
+    use super::*;
+    use microseg::bpf::{Subsystem, GUARD_CONFIG, VTEP_PEERS};
+    use microseg::state::KernelState;
+
+    struct Guard {
+        _sandbox: Sandbox,
+        loaded: Loaded,
+    }
+
+    impl Guard {
+        fn new(peers: &[[u8; 4]]) -> Guard {
+            let sandbox = Sandbox::new("guard");
+            let st = KernelState::new(Subsystem::vtep_guard(), &sandbox.settings.bpf_root, &sandbox.settings.run_dir);
+            st.check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+            let loaded = st.install(false, &|_| Ok(())).unwrap();
+            for p in peers {
+                sys::map_update(loaded.map(VTEP_PEERS).as_fd(), p, &[1]).unwrap();
+            }
+            Guard { _sandbox: sandbox, loaded }
+        }
+
+        fn port(&self, port: u32) {
+            sys::map_update(self.loaded.map(GUARD_CONFIG).as_fd(), &0u32.to_ne_bytes(), &port.to_ne_bytes()).unwrap();
+        }
+
+        fn run(&self, pkt: &[u8]) -> i32 {
+            let prog = &self.loaded.progs[&Hook::Ingress];
+            sys::prog_test_run(prog.fd.as_fd(), pkt, &SkBuffCtx::new(LO, 0), 1).unwrap().retval
+        }
+    }
+
+    /// An outer IPv4/UDP packet from `src` to `dport`.
+    fn outer(src: [u8; 4], dport: u16, frag: u16) -> Vec<u8> {
+        let mut f = udp_frame(mac(1), mac(2), src.into(), [192, 0, 2, 2].into(), &[0u8; 64]);
+        f[20..22].copy_from_slice(&frag.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    const PEER: [u8; 4] = [192, 0, 2, 1];
+    const STRANGER: [u8; 4] = [192, 0, 2, 66];
+
+    #[test]
+    fn peer_vxlan_passes() {
+        assert_eq!(Guard::new(&[PEER]).run(&outer(PEER, 4789, 0)), NEXT);
+    }
+
+    #[test]
+    fn non_peer_vxlan_drops() {
+        assert_eq!(Guard::new(&[PEER]).run(&outer(STRANGER, 4789, 0)), DROP);
+    }
+
+    #[test]
+    fn non_peer_other_udp_passes() {
+        assert_eq!(Guard::new(&[PEER]).run(&outer(STRANGER, 53, 0)), NEXT);
+    }
+
+    #[test]
+    fn non_ipv4_passes() {
+        let mut arp = outer(STRANGER, 4789, 0);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(Guard::new(&[PEER]).run(&arp), NEXT);
+    }
+
+    #[test]
+    fn non_peer_fragments_drop_peer_fragments_pass() {
+        let g = Guard::new(&[PEER]);
+        assert_eq!(g.run(&outer(STRANGER, 53, 0x2000)), DROP, "first fragment (MF)");
+        assert_eq!(g.run(&outer(STRANGER, 53, 0x0010)), DROP, "later fragment");
+        assert_eq!(g.run(&outer(PEER, 4789, 0x2000)), NEXT);
+    }
+
+    #[test]
+    fn configured_port() {
+        let g = Guard::new(&[PEER]);
+        g.port(8472);
+        assert_eq!(g.run(&outer(STRANGER, 8472, 0)), DROP);
+        assert_eq!(g.run(&outer(STRANGER, 4789, 0)), NEXT);
+    }
+}

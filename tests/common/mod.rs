@@ -209,8 +209,8 @@ pub struct Endpoint {
 }
 
 pub enum Kind {
-    /// The host stack on the bridge: unstamped.
-    Bridge { sock: UdpSocket },
+    /// The host stack on a node's bridge: unstamped.
+    Bridge { sock: UdpSocket, node: String },
     /// A container-like guest: its own namespace behind `veth<vmid>i<n>`.
     Veth { ns: Netns, sock: UdpSocket },
     /// A VM-like guest: we are the guest, reading and writing the tap's fd.
@@ -221,7 +221,7 @@ impl Endpoint {
     fn send(&mut self, to: &Endpoint, payload: &[u8]) {
         let dst = SocketAddrV4::new(ip(to.host), PORT);
         match &mut self.kind {
-            Kind::Bridge { sock } | Kind::Veth { sock, .. } => {
+            Kind::Bridge { sock, .. } | Kind::Veth { sock, .. } => {
                 sock.send_to(payload, dst).expect("send_to");
             }
             Kind::Tap { fd } => {
@@ -235,7 +235,7 @@ impl Endpoint {
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
         match &mut self.kind {
-            Kind::Bridge { sock } | Kind::Veth { sock, .. } => {
+            Kind::Bridge { sock, .. } | Kind::Veth { sock, .. } => {
                 while let Ok((n, _)) = sock.recv_from(&mut buf) {
                     got.push(buf[..n].to_vec());
                 }
@@ -252,10 +252,23 @@ impl Endpoint {
     }
 }
 
-/// A simulated Proxmox node: a bridge as the VNet, guests on it.
+/// Simulated Proxmox nodes: each a bridge as the VNet with guests on it. The
+/// first node is the test thread's own namespace; more can be added.
 pub struct Lab {
     pub endpoints: Vec<Endpoint>,
+    pub nodes: Vec<Netns>,
     pub host: HostNs,
+}
+
+fn bridge_batch(host: u8) -> String {
+    format!(
+        "link add vmbr0 type bridge\n\
+         link set vmbr0 address {}\n\
+         addr add {}/24 dev vmbr0\n\
+         link set vmbr0 up\n",
+        mac_str(mac(host)),
+        ip(host)
+    )
 }
 
 impl Lab {
@@ -263,27 +276,45 @@ impl Lab {
     /// and the host's address on it.
     pub fn new() -> Lab {
         let host = HostNs::enter();
-        ip_batch(
-            None,
-            &format!(
-                "link add vmbr0 type bridge\n\
-                 link set vmbr0 address {}\n\
-                 addr add {}/24 dev vmbr0\n\
-                 link set vmbr0 up\n",
-                mac_str(mac(254)),
-                ip(254)
-            ),
-        );
+        ip_batch(None, &bridge_batch(254));
         let sock = bind_udp(254);
-        let endpoints = vec![Endpoint { name: "host".into(), host: 254, kind: Kind::Bridge { sock } }];
-        Lab { endpoints, host }
+        let node = host.ns.name.clone();
+        let endpoints = vec![Endpoint { name: "host".into(), host: 254, kind: Kind::Bridge { sock, node } }];
+        Lab { endpoints, nodes: Vec::new(), host }
+    }
+
+    /// The first node's namespace name (the test thread's own).
+    pub fn first_node(&self) -> String {
+        self.host.ns.name.clone()
+    }
+
+    /// Adds another node with its own bridge; its host stack is endpoint `name`.
+    pub fn add_node(&mut self, name: &str, host: u8) -> String {
+        let ns = Netns::new("node");
+        ip_batch(Some(&ns.name), &format!("link set lo up\n{}", bridge_batch(host)));
+        let sock = in_netns(&ns, || bind_udp(host));
+        let node = ns.name.clone();
+        self.endpoints.push(Endpoint { name: name.into(), host, kind: Kind::Bridge { sock, node: node.clone() } });
+        self.nodes.push(ns);
+        self.static_neighbours();
+        node
+    }
+
+    pub fn node(&self, name: &str) -> &Netns {
+        self.nodes.iter().find(|n| n.name == name).expect("node")
     }
 
     /// Adds an LXC-like guest behind `veth<vmid>i<n>`; not yet enslaved when `plug` is false.
     pub fn add_veth(&mut self, name: &str, host: u8, plug: bool) {
+        let node = self.first_node();
+        self.add_veth_on(&node, name, host, plug);
+    }
+
+    /// Adds an LXC-like guest on node `node`.
+    pub fn add_veth_on(&mut self, node: &str, name: &str, host: u8, plug: bool) {
         let ns = Netns::new(name);
         ip_batch(
-            None,
+            Some(node),
             &format!("link add {name} type veth peer name eth0 netns {}\nlink set {name} mtu 1500\n", ns.name),
         );
         ip_batch(
@@ -295,7 +326,7 @@ impl Lab {
             ),
         );
         if plug {
-            plug_port(name);
+            ip_batch(Some(node), &format!("link set {name} master vmbr0\nlink set {name} up\n"));
         }
         let sock = in_netns(&ns, || bind_udp(host));
         self.endpoints.push(Endpoint { name: name.into(), host, kind: Kind::Veth { ns, sock } });
@@ -325,7 +356,7 @@ impl Lab {
         };
         for e in &self.endpoints {
             match &e.kind {
-                Kind::Bridge { .. } => ip_batch(None, &batch("vmbr0", e.host)),
+                Kind::Bridge { node, .. } => ip_batch(Some(node), &batch("vmbr0", e.host)),
                 Kind::Veth { ns, .. } => ip_batch(Some(&ns.name), &batch("eth0", e.host)),
                 Kind::Tap { .. } => {}
             }
@@ -575,8 +606,15 @@ impl Lab {
     pub fn socket(&self, name: &str) -> UdpSocket {
         let e = self.endpoints.iter().find(|e| e.name == name).expect("endpoint");
         match &e.kind {
-            Kind::Bridge { sock } | Kind::Veth { sock, .. } => sock.try_clone().unwrap(),
+            Kind::Bridge { sock, .. } | Kind::Veth { sock, .. } => sock.try_clone().unwrap(),
             Kind::Tap { .. } => panic!("{name} is a tap guest"),
+        }
+    }
+
+    pub fn guest_ns(&self, name: &str) -> &Netns {
+        match &self.endpoints.iter().find(|e| e.name == name).expect("endpoint").kind {
+            Kind::Veth { ns, .. } => ns,
+            _ => panic!("{name} is not a namespace guest"),
         }
     }
 

@@ -1,0 +1,282 @@
+//! Across nodes (SPEC section 4, "Across hosts"): two simulated nodes joined
+//! by an underlay, each with a VNet bridge and a VXLAN device with `gbp`
+//! (static peers, as a PVE VXLAN zone configures them), both reading the
+//! same running config. Real packets, real kernel.
+
+mod common;
+
+use std::net::{SocketAddrV4, UdpSocket};
+use std::time::Duration;
+
+use microseg::bpf::MICROSEG_OBJECT;
+use microseg::{config, resolve, Microseg, Settings};
+
+use common::*;
+
+const VNI: u32 = 4242;
+const UNDERLAY: &str = "192.0.2";
+
+fn underlay_ip(host: u8) -> String {
+    format!("{UNDERLAY}.{host}")
+}
+
+fn running_config(guard: bool) -> String {
+    let guard = if guard { r#", "guard": {"type": "vtep-guard", "ifaces": "ul0"}"# } else { "" };
+    format!(
+        r#"{{"version": 9,
+  "zones": {{"ids": {{"vxz": {{"type": "vxlan", "peers": "{a},{b}", "mtu": 1450}}}}}},
+  "vnets": {{"ids": {{"vnet1": {{"type": "vnet", "zone": "vxz", "tag": {VNI}}}}}}},
+  "microseg": {{"ids": {{
+    "app": {{"type": "group", "mark": 10}},
+    "web": {{"type": "group", "mark": 11, "parent": "app"}},
+    "db":  {{"type": "group", "mark": 20}},
+    "web-db": {{"type": "rule", "src": "web", "dst": "db", "allow": 0}},
+    "app-db": {{"type": "rule", "src": "app", "dst": "db", "allow": 1}},
+    "db-app": {{"type": "rule", "src": "db", "dst": "app", "allow": 1}},
+    "web-app": {{"type": "rule", "src": "web", "dst": "app", "allow": 1}},
+    "gw-web": {{"type": "rule", "dst": "web", "allow": 1}},
+    "a101": {{"type": "assignment", "vmid": 101, "iface": 0, "group": "web"}},
+    "a102": {{"type": "assignment", "vmid": 102, "iface": 0, "group": "db"}},
+    "a103": {{"type": "assignment", "vmid": 103, "iface": 0, "group": "web"}},
+    "a201": {{"type": "assignment", "vmid": 201, "iface": 0, "group": "web"}},
+    "a202": {{"type": "assignment", "vmid": 202, "iface": 0, "group": "app"}},
+    "a203": {{"type": "assignment", "vmid": 203, "iface": 0, "group": "db"}}{guard}
+  }}}}}}"#,
+        a = underlay_ip(1),
+        b = underlay_ip(2)
+    )
+}
+
+/// Node A (this thread's namespace) and node B, an underlay switch with an
+/// outsider on it, VXLAN with GBP on both nodes, guests on both.
+struct TwoNodes {
+    lab: Lab,
+    node_b: String,
+    wire: Netns,
+    outsider: Netns,
+    sandbox_a: Sandbox,
+    sandbox_b: Sandbox,
+}
+
+impl TwoNodes {
+    fn new() -> TwoNodes {
+        let mut lab = Lab::new();
+        let node_a = lab.first_node();
+        let node_b = lab.add_node("hostB", 253);
+        let wire = Netns::new("wire");
+        ip_batch(Some(&wire.name), "link set lo up\nlink add sw type bridge\nlink set sw up\n");
+        let outsider = Netns::new("outsider");
+        for (ns, host, port) in [(node_a.as_str(), 1u8, "pa"), (node_b.as_str(), 2, "pb"), (outsider.name.as_str(), 66, "pm")] {
+            ip_batch(Some(ns), &format!("link add ul0 type veth peer name {port} netns {}\n", wire.name));
+            ip_batch(Some(&wire.name), &format!("link set {port} master sw\nlink set {port} up\n"));
+            ip_batch(Some(ns), &format!("addr add {}/24 dev ul0\nlink set ul0 up\nlink set lo up\n", underlay_ip(host)));
+        }
+        for (ns, local, peer) in [(node_a.as_str(), 1u8, 2u8), (node_b.as_str(), 2, 1)] {
+            ip_batch(
+                Some(ns),
+                &format!(
+                    "link add vxlan_vnet1 type vxlan id {VNI} local {} dstport 4789 gbp\n\
+                     link set vxlan_vnet1 mtu 1450 master vmbr0 up\n",
+                    underlay_ip(local)
+                ),
+            );
+            sh(&format!("bridge -n {ns} fdb append 00:00:00:00:00:00 dev vxlan_vnet1 dst {}", underlay_ip(peer)));
+        }
+        lab.add_veth_on(&node_a, "veth101i0", 1, true);
+        lab.add_veth_on(&node_a, "veth102i0", 2, true);
+        lab.add_tap("tap103i0", 3, true);
+        lab.add_veth_on(&node_b, "veth201i0", 11, true);
+        lab.add_veth_on(&node_b, "veth202i0", 12, true);
+        lab.add_veth_on(&node_b, "veth203i0", 13, true);
+        lab.add_veth_on(&node_b, "veth204i0", 14, true);
+        TwoNodes { lab, node_b, wire, outsider, sandbox_a: Sandbox::new("nodeA"), sandbox_b: Sandbox::new("nodeB") }
+    }
+
+    fn ms_a(&self) -> Microseg {
+        self.sandbox_a.microseg()
+    }
+
+    /// Node B reads the same running config (pmxcfs replicates it).
+    fn ms_b(&self) -> Microseg {
+        let settings = Settings { running_config: self.sandbox_a.settings.running_config.clone(), ..self.sandbox_b.settings.clone() };
+        Microseg::new(settings, MICROSEG_OBJECT)
+    }
+
+    fn apply_both(&self, json: &str) -> (microseg::Report, microseg::Report) {
+        self.sandbox_a.write_config(json);
+        let a = self.ms_a().apply_full().unwrap();
+        let b = in_netns(self.lab.node(&self.node_b), || self.ms_b().apply_full().unwrap());
+        (a, b)
+    }
+
+    fn expected(&self, json: &str) -> Matrix {
+        let cfg = config::parse(json.as_bytes()).unwrap();
+        let pairs = resolve::resolve(&cfg, 1 << 20).unwrap();
+        predict(&self.lab.names(), &nic_groups(&cfg), &pairs)
+    }
+
+    fn assert_matrix(&mut self, json: &str, what: &str) -> Matrix {
+        let want = self.expected(json);
+        let got = self.lab.measure();
+        let names = self.lab.names();
+        assert_eq!(got, want, "{what}\nmeasured:\n{}\nexpected:\n{}", render(&got, &names), render(&want, &names));
+        got
+    }
+}
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        let _ = in_netns(self.lab.node(&self.node_b), || self.ms_b().clear());
+        let _ = (&self.wire, &self.outsider);
+    }
+}
+
+fn on(m: &Matrix, s: &str, d: &str) -> bool {
+    m[&(s.to_string(), d.to_string())]
+}
+
+#[test]
+fn cross_node_matrix_follows_the_policy() {
+    let mut t = TwoNodes::new();
+    let json = running_config(false);
+    let (a, b) = t.apply_both(&json);
+    assert_eq!((a.nics, b.nics), (3, 4 - 1), "node A enforces 101-103, node B 201-203");
+    let m = t.assert_matrix(&json, "cross-node matrix");
+    // Every kind of verdict crosses the VXLAN tunnel.
+    assert!(on(&m, "veth101i0", "veth202i0"), "allowed: web (A) -> app (B)");
+    assert!(!on(&m, "veth101i0", "veth203i0"), "denied: web (A) -> db (B), more specific source");
+    assert!(on(&m, "veth202i0", "veth102i0"), "allowed: app (B) -> db (A)");
+    assert!(on(&m, "veth203i0", "tap103i0"), "nested: db (B) -> web (A) via db -> app");
+    assert!(on(&m, "hostB", "veth101i0"), "unstamped: node B's host -> web (A)");
+    assert!(!on(&m, "hostB", "veth102i0"), "unstamped: node B's host -> db (A), no rule");
+    assert!(!on(&m, "veth204i0", "veth102i0"), "an unassigned guest on B is unstamped on A");
+    assert!(on(&m, "veth204i0", "veth101i0"), "unstamped -> web allowed on A");
+}
+
+#[test]
+fn upper_mark_bits_on_one_node_change_no_verdict_on_the_other() {
+    let mut t = TwoNodes::new();
+    let json = running_config(false);
+    t.apply_both(&json);
+    let before = t.assert_matrix(&json, "before the firewall bits");
+    // As the PVE firewall does, set upper mark bits on node A after our
+    // stamp (netfilter ingress runs after tc): bit 31, and the bits the
+    // VXLAN GBP header carries as its D (22) and A (19) flags.
+    let mut nft = String::from("table netdev fw {\n");
+    for (i, nic) in ["veth101i0", "veth102i0", "tap103i0"].iter().enumerate() {
+        nft.push_str(&format!(
+            "  chain in{i} {{ type filter hook ingress device {nic} priority 0; meta mark set meta mark or 0x80480000; }}\n"
+        ));
+    }
+    nft.push_str("  chain out { type filter hook egress device vxlan_vnet1 priority 0; meta mark & 0x80480000 == 0x80480000 counter; }\n}\n");
+    let file = t.sandbox_a.dir.join("fw.nft");
+    std::fs::write(&file, nft).unwrap();
+    sh(&format!("nft -f {}", file.display()));
+    let after = t.assert_matrix(&json, "with firewall bits set on node A");
+    assert_eq!(after, before);
+    let counters = sh("nft list chain netdev fw out");
+    let packets: u64 = counters.split("packets ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
+    assert!(packets > 0, "no marked packet left node A through VXLAN: {counters}");
+    sh("nft delete table netdev fw");
+}
+
+/// A VXLAN-GBP packet: header with the G and I flags, `group`, the VNI, then `inner`.
+fn vxlan_gbp(group: u16, inner: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x88, 0x00];
+    p.extend_from_slice(&group.to_be_bytes());
+    p.extend_from_slice(&(VNI << 8).to_be_bytes());
+    p.extend_from_slice(inner);
+    p
+}
+
+fn listen(t: &TwoNodes, guest: &str, port: u16) -> UdpSocket {
+    let ip = t.lab.endpoint_ip(guest);
+    let s = in_netns(t.lab.guest_ns(guest), || UdpSocket::bind(SocketAddrV4::new(ip, port)).unwrap());
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    s
+}
+
+fn received(s: &UdpSocket) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = s.recv(&mut buf) {
+        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    out
+}
+
+#[test]
+fn a_guest_cannot_choose_its_group() {
+    let t = TwoNodes::new();
+    t.apply_both(&running_config(false));
+    // db -> db has no rule; app -> db is allowed. The db guest on A claims app.
+    let target = listen(&t, "veth203i0", 7000);
+    let vxlan_target = listen(&t, "veth203i0", 4789);
+    let to = |port| SocketAddrV4::new(t.lab.endpoint_ip("veth203i0"), port);
+    in_netns(t.lab.guest_ns("veth102i0"), || {
+        let s = UdpSocket::bind(SocketAddrV4::new(t.lab.endpoint_ip("veth102i0"), 0)).unwrap();
+        // 1. A socket mark with app's group, set inside the guest.
+        let mark: libc::c_int = 10;
+        // SAFETY: setsockopt with a valid int.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                &mark as *const _ as *const libc::c_void,
+                4,
+            )
+        };
+        assert_eq!(r, 0);
+        s.send_to(b"marked", to(7000)).unwrap();
+        // 2. VXLAN-GBP it encapsulates itself, claiming app, to the target.
+        let inner = udp_frame(mac(99), mac(13), ip(99), ip(13), b"inner");
+        s.send_to(&vxlan_gbp(10, &inner), to(4789)).unwrap();
+    });
+    assert_eq!(received(&target), Vec::<String>::new(), "a socket mark chose the guest's group");
+    assert!(received(&vxlan_target).is_empty(), "self-encapsulated VXLAN passed as another group");
+    // Control: the real app guest on B gets through to the same ports.
+    in_netns(t.lab.guest_ns("veth202i0"), || {
+        let s = UdpSocket::bind(SocketAddrV4::new(t.lab.endpoint_ip("veth202i0"), 0)).unwrap();
+        s.send_to(b"app", to(7000)).unwrap();
+        s.send_to(b"app", to(4789)).unwrap();
+    });
+    assert_eq!(received(&target), vec!["app".to_string()]);
+    assert_eq!(received(&vxlan_target), vec!["app".to_string()]);
+}
+
+#[test]
+fn forged_vxlan_from_the_underlay_is_dropped_with_the_vtep_guard() {
+    let mut t = TwoNodes::new();
+    t.apply_both(&running_config(false));
+    let target = listen(&t, "veth203i0", 7001);
+    // An outsider on the underlay claims group app (10), which may reach db.
+    let forge = |t: &TwoNodes, n: u32| {
+        in_netns(&t.outsider, || {
+            let s = UdpSocket::bind(format!("{}:0", underlay_ip(66))).unwrap();
+            for i in 0..n {
+                let mut inner = udp_frame(mac(99), mac(13), ip(99), ip(13), format!("forged{i}").as_bytes());
+                inner[36..38].copy_from_slice(&7001u16.to_be_bytes());
+                s.send_to(&vxlan_gbp(10, &inner), format!("{}:4789", underlay_ip(2))).unwrap();
+            }
+        })
+    };
+    forge(&t, 3);
+    let got = received(&target);
+    assert_eq!(got.len(), 3, "without the guard the forged group is accepted (the documented trust problem): {got:?}");
+
+    let guarded = running_config(true);
+    let (a, b) = t.apply_both(&guarded);
+    assert_eq!((a.guarded, b.guarded), (1, 1));
+    forge(&t, 3);
+    assert_eq!(received(&target), Vec::<String>::new(), "forged VXLAN from a non-peer reached the guest");
+    // Peer traffic keeps working: the whole matrix is as before.
+    t.assert_matrix(&guarded, "with the vtep guard on");
+
+    // Switched off again: the guard goes away entirely.
+    let (a, b) = t.apply_both(&running_config(false));
+    assert_eq!((a.guarded, b.guarded), (0, 0));
+    assert!(!t.sandbox_a.settings.bpf_root.join("vtepguard").exists());
+    forge(&t, 1);
+    assert_eq!(received(&target).len(), 1);
+}
