@@ -1,0 +1,574 @@
+//! Benchmarks (`sudo scripts/bench.sh`): one table, printed and written to
+//! BENCHMARKS.md with the machine described. Figures only: nothing here
+//! passes or fails on time; each target is reported as met or missed.
+//!
+//! 1. apply_iface latency in-process from Perl vs a one-shot process per call;
+//! 2. apply_full wall time and peak RSS at scale, and a no-op re-apply;
+//! 3. the first install (verifier) time;
+//! 4. per-packet cost of each program (BPF_PROG_TEST_RUN, repeat);
+//! 5. throughput between two guests: none, our programs, nftables.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::fmt::Write as _;
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use microseg::api::rule_key;
+use microseg::bpf::{Hook, RULES, TAP_TO_GROUP};
+use microseg::sys::{self, SkBuffCtx};
+use microseg::Microseg;
+
+use common::*;
+
+struct Row {
+    section: &'static str,
+    what: String,
+    value: String,
+    target: String,
+}
+
+impl Row {
+    fn new(section: &'static str, what: impl Into<String>, value: impl Into<String>, target: impl Into<String>) -> Row {
+        Row { section, what: what.into(), value: value.into(), target: target.into() }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--scale-child") {
+        scale_child();
+        return;
+    }
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let want = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
+    let mut rows = Vec::new();
+    if want("iface") {
+        iface_latency(&mut rows);
+    }
+    if want("scale") {
+        scale(&mut rows);
+    }
+    if want("install") {
+        install_time(&mut rows);
+    }
+    if want("packet") {
+        per_packet(&mut rows);
+    }
+    if want("throughput") {
+        throughput(&mut rows);
+    }
+    let table = render_table(&rows);
+    println!("{table}");
+    if only.is_empty() {
+        let doc = format!(
+            "# Benchmarks\n\nProduced by `sudo scripts/bench.sh` ({}); every figure below comes from one run on this machine:\n\n{}\n{table}\n{}",
+            chrono_like_now(),
+            machine(),
+            NOTES
+        );
+        std::fs::write("BENCHMARKS.md", doc).expect("write BENCHMARKS.md");
+        println!("written to BENCHMARKS.md");
+    }
+}
+
+const NOTES: &str = "\
+## How each figure is measured
+
+- **apply_iface**: `bench/iface_latency.pl` calls `PVE::RS::SDN::Microseg::apply_iface` 5,000 times in one
+  perl process (programs loaded, NIC already enforced: the common tap_plug path), and runs the
+  `pve-microseg apply-iface` CLI 300 times as one process per call (fork and exec from perl, no shell):
+  the same work in the model of a command-line agent.
+- **apply_full**: each configuration runs in a fresh process on a fresh bpffs against veth NICs in a
+  private network namespace: the first pass loads the programs (verifier), writes both maps and
+  attaches two links per NIC; the no-op pass re-reads, re-validates and re-resolves the config and
+  finds nothing to do. Peak RSS is that process's `ru_maxrss`, its baseline included.
+  Groups are 10 trees (one root, the rest its children); rules between roots or from a child to a
+  root expand to exactly the stated number of pairs.
+- **install**: `KernelState::install` on a fresh bpffs: aya parses the object and probes features,
+  creates and pins both maps, and the verifier loads both programs.
+- **per packet**: `BPF_PROG_TEST_RUN` with 1,000,000 repetitions on a 64-byte UDP frame; the kernel
+  reports the mean time per run, which includes its own loop overhead (a few ns).
+- **throughput**: two guests in their own namespaces on one bridge; `iperf3` TCP for 3 s, and UDP with
+  64-byte payloads at unlimited rate for 3 s (received packets per second); the median of three runs. The nftables ruleset is
+  the bridge-family equivalent of our policy: a map from input port to mark in prerouting, and in
+  forward a verdict map keyed by `mark . oifname` for enforced ports, default drop.
+";
+
+fn chrono_like_now() -> String {
+    sh("date -u '+%Y-%m-%d %H:%M UTC'").trim().to_string()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
+        .unwrap_or(0);
+    format!(
+        "- CPU: {cpu}, {} cores\n- memory: {mem} GiB\n- kernel: {}\n- {}\n- {}\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        sh("uname -r").trim(),
+        sh("rustc --version").trim(),
+        sh("perl -e 'print \"perl $^V\"'").trim()
+    )
+}
+
+fn render_table(rows: &[Row]) -> String {
+    let mut s = String::from("| section | measurement | result | target |\n| --- | --- | --- | --- |\n");
+    for r in rows {
+        let _ = writeln!(s, "| {} | {} | {} | {} |", r.section, r.what, r.value, r.target);
+    }
+    s
+}
+
+fn verdict(ok: bool, detail: String) -> String {
+    if ok {
+        format!("met ({detail})")
+    } else {
+        format!("**missed** ({detail})")
+    }
+}
+
+// 1. apply_iface latency.
+
+fn iface_latency(rows: &mut Vec<Row>) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("perl")
+        .arg(format!("{root}/bench/iface_latency.pl"))
+        .env("BENCH_CLI", format!("{root}/target/release/pve-microseg"))
+        .env("PVE_RS_MICROSEG_SO", format!("{root}/target/release/libpve_rs_microseg.so"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run bench/iface_latency.pl");
+    assert!(out.status.success(), "iface_latency.pl failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iface_latency.pl output");
+    let f = |k: &str| v[k].as_f64().unwrap();
+    let (p50, p99, o50, o99) = (f("inproc_p50_us"), f("inproc_p99_us"), f("oneshot_p50_us"), f("oneshot_p99_us"));
+    let ratio = o50 / p50;
+    rows.push(Row::new(
+        "1 apply_iface",
+        "in-process from Perl, p50 / p99",
+        format!("{:.0} µs / {:.0} µs", p50, p99),
+        verdict(p50 <= 500.0, format!("p50 ≤ 500 µs: {:.0} µs", p50)),
+    ));
+    rows.push(Row::new(
+        "1 apply_iface",
+        "one-shot process per call (CLI), p50 / p99",
+        format!("{:.0} µs / {:.0} µs", o50, o99),
+        verdict(ratio >= 10.0, format!("in-process ≥ 10× faster: {ratio:.1}×")),
+    ));
+}
+
+// 2. apply_full at scale.
+
+/// Groups in 10 trees, rules chosen to expand to exactly `pairs` pairs.
+fn scale_config(nics: u32, groups: u32, pairs: u64) -> String {
+    let roots = 10u32;
+    let size = groups / roots; // subtree size: a root and size-1 children
+    let mut ids = Vec::new();
+    for r in 0..roots {
+        ids.push(format!(r#""r{r}": {{"type": "group", "mark": {}}}"#, 1 + r * size));
+        for c in 1..size {
+            ids.push(format!(r#""r{r}c{c}": {{"type": "group", "mark": {}, "parent": "r{r}"}}"#, 1 + r * size + c));
+        }
+    }
+    let (full, per_child) = (u64::from(size) * u64::from(size), u64::from(size));
+    let mut left = pairs;
+    let mut n = 0;
+    'roots: for a in 0..roots {
+        for b in 0..roots {
+            if left < full {
+                break 'roots;
+            }
+            ids.push(format!(r#""p{n}": {{"type": "rule", "src": "r{a}", "dst": "r{b}", "allow": 1}}"#));
+            n += 1;
+            left -= full;
+        }
+    }
+    // The rest from children of the last root to roots not yet paired with it.
+    let (mut c, mut b) = (1u32, 0u32);
+    while left >= per_child {
+        ids.push(format!(r#""q{n}": {{"type": "rule", "src": "r9c{c}", "dst": "r{b}", "allow": {}}}"#, n % 2));
+        n += 1;
+        left -= per_child;
+        b = (b + 1) % roots;
+        if b == 0 {
+            c += 1;
+        }
+    }
+    assert_eq!(left, 0, "{pairs} pairs cannot be built from subtrees of {size}");
+    for i in 0..nics {
+        ids.push(format!(
+            r#""a{i}": {{"type": "assignment", "vmid": {}, "iface": 0, "group": "r{}c{}"}}"#,
+            1000 + i,
+            i % roots,
+            1 + i % (size - 1)
+        ));
+    }
+    format!(r#"{{"version": 1, "microseg": {{"ids": {{ {} }}}}}}"#, ids.join(",\n"))
+}
+
+fn scale_child() {
+    let ms = Microseg::from_env();
+    let t = Instant::now();
+    let first = ms.apply_full().expect("first apply_full");
+    let cold = t.elapsed();
+    let t = Instant::now();
+    let again = ms.apply_full().expect("no-op apply_full");
+    let noop = t.elapsed();
+    assert!(!again.loaded && again.map_writes == 0 && again.links_created == 0);
+    println!(
+        "{}",
+        serde_json::json!({"cold_ms": cold.as_secs_f64() * 1e3, "noop_ms": noop.as_secs_f64() * 1e3,
+            "nics": first.nics, "writes": first.map_writes, "links": first.links_created})
+    );
+}
+
+fn scale(rows: &mut Vec<Row>) {
+    let _host = HostNs::enter();
+    let batch: String = (0..4096).map(|i| format!("link add veth{}i0 type veth peer name p{i}\n", 1000 + i)).collect();
+    ip_batch(None, &batch);
+    // The last flag runs the pass with /sys/kernel/rcu_expedited=1 (restored
+    // after): every TCX attach waits for an RCU grace period under RTNL.
+    let configs: &[(u32, u32, u64, bool)] = &[
+        (16, 100, 1_000, false),
+        (16, 100, 10_000, false),
+        (16, 1000, 1_000, false),
+        (16, 1000, 10_000, false),
+        (16, 1000, 100_000, false),
+        (256, 100, 1_000, false),
+        (256, 100, 10_000, false),
+        (256, 1000, 100_000, false),
+        (256, 1000, 100_000, true),
+        (4096, 100, 10_000, true),
+        (4096, 1000, 100_000, true),
+        (4096, 1000, 100_000, false),
+    ];
+    let rcu = "/sys/kernel/rcu_expedited";
+    let rcu_before = std::fs::read_to_string(rcu).unwrap_or_default();
+    for &(nics, groups, pairs, expedited) in configs {
+        if rcu_before.trim() == "0" {
+            std::fs::write(rcu, if expedited { "1" } else { "0" }).expect("set rcu_expedited");
+        }
+        let sandbox = Sandbox::new("scale");
+        sandbox.write_config(&scale_config(nics, groups, pairs));
+        let child = Command::new(std::env::current_exe().unwrap())
+            .arg("--scale-child")
+            .env("PVE_MICROSEG_RUNNING_CONFIG", &sandbox.settings.running_config)
+            .env("PVE_MICROSEG_BPF_ROOT", &sandbox.settings.bpf_root)
+            .env("PVE_MICROSEG_RUN_DIR", &sandbox.settings.run_dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (out, rss_kib) = wait_with_rusage(child);
+        if rcu_before.trim() == "0" {
+            std::fs::write(rcu, "0").expect("restore rcu_expedited");
+        }
+        eprintln!("scale {nics} NICs, {groups} groups, {pairs} pairs: {}", out.trim());
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("child output");
+        assert_eq!(v["nics"].as_u64(), Some(u64::from(nics)));
+        let cold = v["cold_ms"].as_f64().unwrap();
+        let noop = v["noop_ms"].as_f64().unwrap();
+        let largest = nics == 4096 && pairs == 100_000;
+        let exp = if expedited { " with rcu_expedited=1" } else { "" };
+        let target = if largest {
+            verdict(cold <= 1000.0 && rss_kib <= 64 * 1024, format!("≤ 1 s and ≤ 64 MiB: {:.0} ms, {:.1} MiB", cold, rss_kib as f64 / 1024.0))
+        } else {
+            String::new()
+        };
+        rows.push(Row::new(
+            "2 apply_full",
+            format!("{nics} NICs, {groups} groups, {pairs} pairs{exp}: first pass (install, attach, fill)"),
+            format!("{:.0} ms, peak RSS {:.1} MiB", cold, rss_kib as f64 / 1024.0),
+            target,
+        ));
+        if (largest && !expedited) || nics == 16 {
+            rows.push(Row::new(
+                "2 apply_full",
+                format!("{nics} NICs, {groups} groups, {pairs} pairs: no-op re-apply"),
+                format!("{:.1} ms", noop),
+                String::new(),
+            ));
+        }
+    }
+}
+
+/// Waits for `child`, returning its stdout and peak RSS in KiB (`ru_maxrss`).
+fn wait_with_rusage(mut child: std::process::Child) -> (String, i64) {
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(r, child.id() as i32);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "scale child failed");
+    (out, usage.ru_maxrss)
+}
+
+// 3. First install.
+
+fn install_time(rows: &mut Vec<Row>) {
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let sandbox = Sandbox::new("install");
+        let ms = sandbox.microseg();
+        ms.state.check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+        let t = Instant::now();
+        drop(ms.state.install(false, &|_| Ok(())).unwrap());
+        times.push(t.elapsed());
+    }
+    times.sort();
+    rows.push(Row::new(
+        "3 install",
+        "first load: parse, create and pin maps, verifier, pin programs (median of 7)",
+        format!("{:.1} ms (min {:.1}, max {:.1})", ms(times[3]), ms(times[0]), ms(times[6])),
+        String::new(),
+    ));
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+// 4. Per-packet cost.
+
+fn per_packet(rows: &mut Vec<Row>) {
+    const LO: u32 = 1;
+    for entries in [1_000u32, 100_000, 1_000_000] {
+        let sandbox = Sandbox::new("packet");
+        let ms = sandbox.microseg();
+        ms.state.check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+        let loaded = ms.state.install(false, &|_| Ok(())).unwrap();
+        let rules = loaded.map(RULES).as_fd();
+        let mut n = 0;
+        'fill: for src in 1..=1024u16 {
+            for dst in 1..=1024u16 {
+                if n == entries {
+                    break 'fill;
+                }
+                sys::map_update(rules, &rule_key(src, dst), &[u8::from(src % 2 == 1)]).unwrap();
+                n += 1;
+            }
+        }
+        sys::map_update(loaded.map(TAP_TO_GROUP).as_fd(), &LO.to_ne_bytes(), &1u32.to_ne_bytes()).unwrap();
+        let pkt = udp_frame(mac(1), mac(2), ip(1), ip(2), &[0u8; 22]);
+        let run = |hook: Hook, mark: u32| {
+            let r = sys::prog_test_run(loaded.progs[&hook].fd.as_fd(), &pkt, &SkBuffCtx::new(LO, mark), 1_000_000).unwrap();
+            (r.duration_ns, r.retval)
+        };
+        let (empty, _) = {
+            let prog = empty_sched_cls();
+            let r = sys::prog_test_run(prog.as_fd(), &pkt, &SkBuffCtx::new(LO, 1), 1_000_000).unwrap();
+            (r.duration_ns, r.retval)
+        };
+        // (1, 1) is an allow entry; (2000, 1) is in no map.
+        let (allow, rv) = run(Hook::Egress, 1);
+        assert_eq!(rv, -1);
+        let (miss, rv) = run(Hook::Egress, 2000);
+        assert_eq!(rv, 2);
+        let (stamp, _) = run(Hook::Ingress, 0);
+        rows.push(Row::new(
+            "4 per packet",
+            format!("rule map with {entries} entries: egress allow / egress no-entry drop / ingress stamp (an empty program: harness cost)"),
+            format!("{allow} ns / {miss} ns / {stamp} ns ({empty} ns)"),
+            verdict(
+                allow.saturating_sub(empty) <= 30 && miss.saturating_sub(empty) <= 30,
+                format!(
+                    "egress ≤ 30 ns: {allow} / {miss} ns measured, {} / {} ns above the empty program",
+                    allow.saturating_sub(empty),
+                    miss.saturating_sub(empty)
+                ),
+            ),
+        ));
+    }
+}
+
+/// `r0 = -1; exit`: a tc program that does nothing, to measure what
+/// BPF_PROG_TEST_RUN itself costs per repetition.
+fn empty_sched_cls() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    #[repr(C)]
+    struct Attr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+    }
+    // BPF_MOV64_IMM(r0, -1), BPF_EXIT_INSN()
+    let insns: [u64; 2] = [0xffff_ffff_0000_00b7, 0x0000_0000_0000_0095];
+    let license = b"GPL\0";
+    let mut attr = Attr {
+        prog_type: 3, // BPF_PROG_TYPE_SCHED_CLS
+        insn_cnt: 2,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+    };
+    // SAFETY: BPF_PROG_LOAD (5) with a valid attr prefix.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, &mut attr as *mut Attr, std::mem::size_of::<Attr>() as u32) };
+    assert!(fd >= 0, "load empty program: {}", std::io::Error::last_os_error());
+    // SAFETY: a new fd we own.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+}
+
+// 5. Throughput.
+
+fn throughput(rows: &mut Vec<Row>) {
+    let mut lab = Lab::new();
+    lab.add_veth("veth1i0", 1, true);
+    lab.add_veth("veth2i0", 2, true);
+    let sandbox = Sandbox::new("tput");
+    let ms = sandbox.microseg();
+    let server_ns = lab.guest_ns("veth2i0").name.clone();
+    let client_ns = lab.guest_ns("veth1i0").name.clone();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &server_ns, "iperf3", "-s", "-B", &ip(2).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let measure = |udp: bool| -> f64 {
+        let mut args = vec!["netns", "exec", &client_ns, "iperf3", "-c", "10.77.0.2", "-t", "3", "-J"];
+        if udp {
+            args.extend(["-u", "-l", "64", "-b", "0"]);
+        }
+        let out = Command::new("ip").args(&args).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("iperf3: {}", String::from_utf8_lossy(&out.stdout)));
+        if udp {
+            let s = &v["end"]["sum"];
+            (s["packets"].as_f64().unwrap() - s["lost_packets"].as_f64().unwrap()) / s["seconds"].as_f64().unwrap()
+        } else {
+            v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap()
+        }
+    };
+    // Median of three runs each: a 2-core machine is noisy.
+    let run = |label: &str| -> (f64, f64) {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        let r = (median((0..3).map(|_| measure(false)).collect()), median((0..3).map(|_| measure(true)).collect()));
+        eprintln!("throughput {label}: {:.2} Gbit/s, {:.0} pps", r.0 / 1e9, r.1);
+        r
+    };
+
+    let base = run("no enforcement");
+    let mut results = vec![("no enforcement".to_string(), base)];
+    for pairs in [10u32, 10_000] {
+        sandbox.write_config(&throughput_config(pairs));
+        ms.apply_full().unwrap();
+        results.push((format!("our programs, {pairs} pairs"), run(&format!("ours {pairs}"))));
+        ms.clear().unwrap();
+        let file = sandbox.dir.join("policy.nft");
+        std::fs::write(&file, nft_ruleset(pairs)).unwrap();
+        sh(&format!("nft -f {}", file.display()));
+        results.push((format!("nftables, {pairs} pairs"), run(&format!("nft {pairs}"))));
+        // The ruleset really judged the traffic (a table that never matched would measure nothing).
+        let listing = sh("nft list chain bridge microseg ms_enforce");
+        let judged: u64 = listing.split("packets ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
+        assert!(judged > 100_000, "nftables judged only {judged} packets");
+        sh("nft delete table bridge microseg");
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    for (label, (bps, pps)) in &results {
+        let target = if label.starts_with("our") {
+            let nft = results.iter().find(|(l, _)| l == &label.replace("our programs", "nftables")).map(|r| r.1).unwrap();
+            let mut t = verdict(
+                *bps >= 0.95 * base.0 && *pps >= 0.95 * base.1,
+                format!("≥ 95% of none: {:.0}% TCP, {:.0}% small", 100.0 * bps / base.0, 100.0 * pps / base.1),
+            );
+            if label.contains("10000") {
+                t.push_str("; ");
+                t.push_str(&verdict(
+                    *bps > nft.0 && *pps > nft.1,
+                    format!("ahead of nftables: {:.2}× TCP, {:.2}× small", bps / nft.0, pps / nft.1),
+                ));
+            }
+            t
+        } else {
+            String::new()
+        };
+        rows.push(Row::new(
+            "5 throughput",
+            label.clone(),
+            format!("TCP {:.2} Gbit/s ({:.0}%), 64-byte UDP {:.0} kpps ({:.0}%)", bps / 1e9, 100.0 * bps / base.0, pps / 1e3, 100.0 * pps / base.1),
+            target,
+        ));
+    }
+}
+
+/// veth1i0 (group 1) and veth2i0 (group 2) may talk both ways; the rest of
+/// the `pairs` are between other groups.
+fn throughput_config(pairs: u32) -> String {
+    let mut ids = Vec::new();
+    let groups = ((pairs as f64).sqrt().ceil() as u32).max(2) + 1;
+    for g in 1..=groups {
+        ids.push(format!(r#""g{g}": {{"type": "group", "mark": {g}}}"#));
+    }
+    ids.push(r#""r12": {"type": "rule", "src": "g1", "dst": "g2", "allow": 1}"#.to_string());
+    ids.push(r#""r21": {"type": "rule", "src": "g2", "dst": "g1", "allow": 1}"#.to_string());
+    let mut n = 2;
+    'fill: for s in 3..=groups {
+        for d in 1..=groups {
+            if n >= pairs {
+                break 'fill;
+            }
+            ids.push(format!(r#""f{s}x{d}": {{"type": "rule", "src": "g{s}", "dst": "g{d}", "allow": 1}}"#));
+            n += 1;
+        }
+    }
+    ids.push(r#""a1": {"type": "assignment", "vmid": 1, "iface": 0, "group": "g1"}"#.to_string());
+    ids.push(r#""a2": {"type": "assignment", "vmid": 2, "iface": 0, "group": "g2"}"#.to_string());
+    format!(r#"{{"microseg": {{"ids": {{ {} }}}}}}"#, ids.join(","))
+}
+
+/// The same policy in the bridge family: input port -> mark, then a verdict
+/// map on (mark, output port) for enforced ports, default drop.
+fn nft_ruleset(pairs: u32) -> String {
+    let mut elems = vec!["1 . \"veth2i0\" : accept".to_string(), "2 . \"veth1i0\" : accept".to_string()];
+    let mut n = 2;
+    let mut g = 3;
+    while n < pairs {
+        elems.push(format!("{g} . \"veth{}i0\" : accept", 100 + n % 997));
+        n += 1;
+        g += 1;
+    }
+    format!(
+        "table bridge microseg {{\n\
+         map port_group {{\n type ifname : mark\n elements = {{ \"veth1i0\" : 1, \"veth2i0\" : 2 }}\n }}\n\
+         set enforced {{\n type ifname\n elements = {{ \"veth1i0\", \"veth2i0\" }}\n }}\n\
+         map verdicts {{\n type mark . ifname : verdict\n elements = {{ {} }}\n }}\n\
+         chain ms_stamp {{\n type filter hook prerouting priority 0\n meta mark set iifname map @port_group\n }}\n\
+         chain ms_enforce {{\n type filter hook forward priority 0; policy accept\n\
+           oifname @enforced counter meta mark and 0xffff . oifname vmap @verdicts\n\
+           oifname @enforced drop\n }}\n\
+         }}\n",
+        elems.join(", ")
+    )
+}
