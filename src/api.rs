@@ -186,7 +186,7 @@ impl Microseg {
                 }
             }
         }
-        delete_stale(loaded.map(VTEP_PEERS).as_fd(), &peers, 4).context("vtep_peers")?;
+        delete_stale(loaded.map(VTEP_PEERS).as_fd(), &peers, 4, 1).context("vtep_peers")?;
         Ok(present.len())
     }
 
@@ -361,8 +361,8 @@ impl Desired {
 
     /// Removes entries not desired; runs after links are settled.
     fn delete_stale(&self, loaded: &Loaded) -> Result<usize> {
-        let rules = delete_stale(loaded.map(RULES).as_fd(), &self.rule_entries(), 4).context("rules")?;
-        let taps = delete_stale(loaded.map(TAP_TO_GROUP).as_fd(), &self.tap_entries(), 4).context("tap_to_group")?;
+        let rules = delete_stale(loaded.map(RULES).as_fd(), &self.rule_entries(), 4, 1).context("rules")?;
+        let taps = delete_stale(loaded.map(TAP_TO_GROUP).as_fd(), &self.tap_entries(), 4, 4).context("tap_to_group")?;
         Ok(rules + taps)
     }
 }
@@ -386,28 +386,43 @@ fn write_tap_group(map: BorrowedFd<'_>, ifindex: u32, mark: Mark) -> Result<usiz
     write_entries(map, &entry)
 }
 
+/// Up to this many entries are checked one by one (the tap_plug path writes
+/// one); larger sets compare against a batched dump of the map.
+const PER_ENTRY_LIMIT: usize = 16;
+
 /// Writes entries that are missing or differ; an equal entry is not rewritten.
 fn write_entries(map: BorrowedFd<'_>, entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<usize> {
-    let mut writes = 0;
-    for (key, value) in entries {
-        let mut current = vec![0u8; value.len()];
-        if sys::map_lookup(map, key, &mut current).context("lookup")? && current == *value {
-            continue;
+    let Some((first_key, first_value)) = entries.iter().next() else { return Ok(0) };
+    let changed: Vec<(&Vec<u8>, &Vec<u8>)> = if entries.len() <= PER_ENTRY_LIMIT {
+        let mut changed = Vec::new();
+        for (key, value) in entries {
+            let mut current = vec![0u8; value.len()];
+            if !(sys::map_lookup(map, key, &mut current).context("lookup")? && current == *value) {
+                changed.push((key, value));
+            }
         }
-        sys::map_update(map, key, value).context("update")?;
-        writes += 1;
-    }
-    Ok(writes)
+        changed
+    } else {
+        let current: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+            sys::map_dump(map, first_key.len(), first_value.len()).context("dump")?.into_iter().collect();
+        entries.iter().filter(|(k, v)| current.get(*k) != Some(*v)).collect()
+    };
+    let keys: Vec<u8> = changed.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+    let values: Vec<u8> = changed.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+    sys::map_update_batch(map, &keys, &values, changed.len()).context("update")?;
+    Ok(changed.len())
 }
 
-fn delete_stale(map: BorrowedFd<'_>, wanted: &BTreeMap<Vec<u8>, Vec<u8>>, key_size: usize) -> Result<usize> {
-    let mut deletes = 0;
-    for key in sys::map_keys(map, key_size).context("list keys")? {
-        if !wanted.contains_key(&key) && sys::map_delete(map, &key).context("delete")? {
-            deletes += 1;
-        }
-    }
-    Ok(deletes)
+fn delete_stale(map: BorrowedFd<'_>, wanted: &BTreeMap<Vec<u8>, Vec<u8>>, key_size: usize, value_size: usize) -> Result<usize> {
+    let stale: Vec<u8> = sys::map_dump(map, key_size, value_size)
+        .context("dump")?
+        .into_iter()
+        .filter(|(k, _)| !wanted.contains_key(k))
+        .flat_map(|(k, _)| k)
+        .collect();
+    let count = stale.len() / key_size;
+    sys::map_delete_batch(map, &stale, count).context("delete")?;
+    Ok(count)
 }
 
 /// `apply_full()` with the process environment's settings.

@@ -24,6 +24,9 @@ const BPF_PROG_QUERY: u32 = 16;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 const BPF_LINK_CREATE: u32 = 28;
 const BPF_LINK_UPDATE: u32 = 29;
+const BPF_MAP_LOOKUP_BATCH: u32 = 24;
+const BPF_MAP_UPDATE_BATCH: u32 = 26;
+const BPF_MAP_DELETE_BATCH: u32 = 27;
 const BPF_LINK_GET_FD_BY_ID: u32 = 30;
 const BPF_LINK_DETACH: u32 = 34;
 
@@ -250,6 +253,90 @@ pub fn map_keys(map: BorrowedFd<'_>, key_size: usize) -> io::Result<Vec<Vec<u8>>
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every entry of a hash map as (key, value), read in batches
+/// (`BPF_MAP_LOOKUP_BATCH`): a handful of syscalls for 100k entries, where
+/// walking keys one by one costs two per entry.
+pub fn map_dump(map: BorrowedFd<'_>, key_size: usize, value_size: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut chunk = 4096usize;
+    let mut token = [0u64; 1];
+    let mut first = true;
+    loop {
+        let mut keys = vec![0u8; chunk * key_size];
+        let mut values = vec![0u8; chunk * value_size];
+        let mut next = [0u64; 1];
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token.as_ptr() as u64 },
+            out_batch: next.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        let done = match bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+            Ok(_) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            // One hash bucket holds more entries than fit: retry bigger.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                chunk *= 2;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for i in 0..attr.count as usize {
+            out.push((
+                keys[i * key_size..(i + 1) * key_size].to_vec(),
+                values[i * value_size..(i + 1) * value_size].to_vec(),
+            ));
+        }
+        if done {
+            return Ok(out);
+        }
+        token = next;
+        first = false;
+    }
+}
+
+/// Writes `keys[i] -> values[i]` for all entries (`BPF_MAP_UPDATE_BATCH`).
+pub fn map_update_batch(map: BorrowedFd<'_>, keys: &[u8], values: &[u8], count: usize) -> io::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: count as u32,
+        map_fd: map.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_BATCH, &mut attr).map(drop)
+}
+
+/// Deletes all `keys` (`BPF_MAP_DELETE_BATCH`); every key must exist.
+pub fn map_delete_batch(map: BorrowedFd<'_>, keys: &[u8], count: usize) -> io::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut attr =
+        BatchAttr { keys: keys.as_ptr() as u64, count: count as u32, map_fd: map.as_raw_fd() as u32, ..Default::default() };
+    bpf(BPF_MAP_DELETE_BATCH, &mut attr).map(drop)
 }
 
 #[repr(C)]

@@ -201,3 +201,35 @@ mod vtep_guard {
         assert_eq!(g.run(&outer(STRANGER, 4789, 0)), NEXT);
     }
 }
+
+/// The batched map calls the full pass uses agree with element-wise access,
+/// across many hash buckets and more than one batch.
+#[test]
+fn batched_map_sync_agrees_with_element_access() {
+    let p = Plane::new();
+    let map = p.loaded.map(RULES).as_fd();
+    let n = 20_000usize;
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    for i in 0..n {
+        keys.extend_from_slice(&rule_key((i / 1000) as u16, (i % 1000) as u16));
+        values.push((i % 2) as u8);
+    }
+    sys::map_update_batch(map, &keys, &values, n).unwrap();
+    let mut dumped = sys::map_dump(map, 4, 1).unwrap();
+    dumped.sort();
+    let mut walked: Vec<(Vec<u8>, Vec<u8>)> = sys::map_keys(map, 4)
+        .unwrap()
+        .into_iter()
+        .map(|k| {
+            let mut v = [0u8];
+            assert!(sys::map_lookup(map, &k, &mut v).unwrap());
+            (k, v.to_vec())
+        })
+        .collect();
+    walked.sort();
+    assert_eq!(dumped.len(), n);
+    assert_eq!(dumped, walked);
+    sys::map_delete_batch(map, &keys[..4 * 5000], 5000).unwrap();
+    assert_eq!(sys::map_dump(map, 4, 1).unwrap().len(), n - 5000);
+}
