@@ -3,9 +3,7 @@
 # it, runs a full pass through the installed module against a test config in
 # a private network namespace and bpffs, then purges it.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/deps.sh
-[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+. "$(dirname "$0")/prepare.sh" package-check
 
 pkg=libpve-rs-microseg-perl
 version=$(dpkg-parsechangelog -S Version)

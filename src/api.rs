@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::bpf::{Hook, Subsystem, GUARD_CONFIG, MICROSEG_OBJECT, RULES, TAP_TO_GROUP, VTEP_PEERS};
-use crate::config::{self, Mark, MicrosegConfig, VtepGuard};
+use crate::config::{self, Assignment, Mark, MicrosegConfig, VtepGuard};
 use crate::lock::Mode;
 use crate::netdev::{self, GuestNic, NicKind};
 use crate::resolve::{self, Verdict};
@@ -108,8 +108,7 @@ impl Microseg {
         let mut nics = Vec::new();
         for a in cfg.assignments.values() {
             let mark = cfg.groups[&a.group].mark;
-            for kind in NicKind::ALL {
-                let name = GuestNic { kind, vmid: a.vmid, iface: a.iface }.name();
+            for name in nic_names(a) {
                 if let Some(ifindex) = netdev::ifindex(&name) {
                     nics.push(LocalNic { name, ifindex, mark });
                 }
@@ -162,13 +161,7 @@ impl Microseg {
             Ok(write_entries(l.map(VTEP_PEERS).as_fd(), &peers).context("vtep_peers")?
                 + write_entries(l.map(GUARD_CONFIG).as_fd(), &port).context("guard_config")?)
         };
-        let loaded = match self.guard.freshness()? {
-            Freshness::Current(loaded) => loaded,
-            Freshness::Stale { reason, layout_changed } => {
-                log::info!("microseg: installing the vtep guard: {reason}");
-                self.guard.install(layout_changed, &|l| write(l).map(drop)).context("install")?
-            }
-        };
+        let (loaded, _) = self.guard.ensure_current(&write)?;
         write(&loaded)?;
         let mut present = BTreeSet::new();
         for iface in &g.ifaces {
@@ -193,20 +186,9 @@ impl Microseg {
     fn full_pass_locked(&self, desired: &Desired) -> Result<Report> {
         let mut report = Report::default();
         report.links_detached += self.state.sweep_tmp_pins();
-        let loaded = match self.state.freshness()? {
-            Freshness::Current(loaded) => loaded,
-            Freshness::Stale { reason, layout_changed } => {
-                log::info!("microseg: installing BPF programs: {reason}");
-                report.loaded = true;
-                let prefilled = std::cell::Cell::new(0);
-                let loaded = self
-                    .state
-                    .install(layout_changed, &|l| desired.write_maps(l).map(|n| prefilled.set(n)))
-                    .context("install")?;
-                report.map_writes += prefilled.get();
-                loaded
-            }
-        };
+        let (loaded, prefilled) = self.state.ensure_current(&|l| desired.write_maps(l))?;
+        report.loaded = prefilled.is_some();
+        report.map_writes += prefilled.unwrap_or(0);
         report.map_writes += desired.write_maps(&loaded).context("sync maps")?;
         crash_point("full-after-maps");
 
@@ -313,8 +295,8 @@ impl Microseg {
         let groups: BTreeMap<&str, Mark> = cfg.groups.values().map(|g| (g.id.as_str(), g.mark)).collect();
         let mut nics = BTreeMap::new();
         for a in cfg.assignments.values() {
-            for kind in NicKind::ALL {
-                nics.insert(GuestNic { kind, vmid: a.vmid, iface: a.iface }.name(), cfg.groups[&a.group].mark);
+            for name in nic_names(a) {
+                nics.insert(name, cfg.groups[&a.group].mark);
             }
         }
         let pairs: BTreeMap<String, &str> = pairs
@@ -335,6 +317,11 @@ impl Microseg {
         let _ = std::fs::remove_dir(&self.settings.run_dir);
         Ok(())
     }
+}
+
+/// The names an assignment's NIC has: a VM's tap or a container's veth.
+fn nic_names(a: &Assignment) -> impl Iterator<Item = String> + '_ {
+    NicKind::ALL.into_iter().map(move |kind| GuestNic { kind, vmid: a.vmid, iface: a.iface }.name())
 }
 
 /// The desired content of both maps and the NICs to enforce.

@@ -222,6 +222,23 @@ impl KernelState {
         Ok(Freshness::Current(Loaded { maps, progs }))
     }
 
+    /// The current installation: opened if current, else installed (see
+    /// `install`) with `prefill` writing the new maps. Also returns, after an
+    /// install, how many entries `prefill` wrote.
+    pub fn ensure_current(&self, prefill: &dyn Fn(&Loaded) -> Result<usize>) -> Result<(Loaded, Option<usize>)> {
+        match self.freshness()? {
+            Freshness::Current(loaded) => Ok((loaded, None)),
+            Freshness::Stale { reason, layout_changed } => {
+                log::info!("{}: installing BPF programs: {reason}", self.sub.name);
+                let written = std::cell::Cell::new(0);
+                let loaded = self
+                    .install(layout_changed, &|l| prefill(l).map(|n| written.set(n)))
+                    .context("install")?;
+                Ok((loaded, Some(written.get())))
+            }
+        }
+    }
+
     /// Runs the verifier on the object with throw-away maps, pinning nothing.
     pub fn verify_object(&self) -> Result<()> {
         let mut ebpf = aya::EbpfLoader::new().load(self.sub.object).context("load BPF object (verification)")?;
