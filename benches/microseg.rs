@@ -9,7 +9,6 @@
 //! 5. throughput between two guests: none, our programs, nftables.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::fmt::Write as _;

@@ -9,35 +9,9 @@ use std::os::fd::AsFd;
 use microseg::config;
 use microseg::resolve;
 use microseg::sys;
-use microseg::{IfaceOutcome, Microseg};
+use microseg::IfaceOutcome;
 
 use common::*;
-
-/// A running config in the shape pve-network writes, with other SDN keys.
-fn running_config(groups: &[(&str, u16, Option<&str>)], rules: &[(&str, Option<&str>, &str, bool)], nics: &[(u32, &str)]) -> String {
-    let mut ids = Vec::new();
-    for (id, mark, parent) in groups {
-        let parent = parent.map(|p| format!(r#", "parent": "{p}""#)).unwrap_or_default();
-        // Marks as strings, as Perl often writes them.
-        ids.push(format!(r#""{id}": {{"type": "group", "id": "{id}", "mark": "{mark}"{parent}}}"#));
-    }
-    for (id, src, dst, allow) in rules {
-        let src = src.map(|s| format!(r#", "src": "{s}""#)).unwrap_or_default();
-        ids.push(format!(r#""{id}": {{"type": "rule", "id": "{id}", "dst": "{dst}", "allow": {}{src}}}"#, u8::from(*allow)));
-    }
-    for (vmid, group) in nics {
-        ids.push(format!(
-            r#""a{vmid}": {{"type": "assignment", "id": "a{vmid}", "vmid": {vmid}, "iface": 0, "group": "{group}"}}"#
-        ));
-    }
-    format!(
-        r#"{{"version": 3,
-            "zones": {{"ids": {{"zone1": {{"type": "simple", "ipam": "pve"}}}}}},
-            "vnets": {{"ids": {{"vnet1": {{"type": "vnet", "zone": "zone1"}}}}}},
-            "microseg": {{"ids": {{ {} }}}}}}"#,
-        ids.join(",\n")
-    )
-}
 
 const GROUPS: &[(&str, u16, Option<&str>)] = &[
     ("app", 10, None),
@@ -100,7 +74,7 @@ fn node_matrix_follows_policy_through_apply_iface_and_clear() {
     let open = lab.measure();
     assert!(open.values().all(|&ok| ok), "lab is not fully connected before enforcement:\n{}", render(&open, &lab.names()));
 
-    let cfg_a = running_config(GROUPS, RULES_A, NICS_A);
+    let cfg_a = sdn_config(GROUPS, RULES_A, NICS_A);
     sandbox.write_config(&cfg_a);
     let report = ms.apply_full().unwrap();
     assert!(report.loaded);
@@ -139,7 +113,7 @@ fn node_matrix_follows_policy_through_apply_iface_and_clear() {
         })
         .collect();
     let nics_b: Vec<_> = NICS_A.iter().map(|&(v, g)| if v == 105 { (v, "db") } else { (v, g) }).collect();
-    let cfg_b = running_config(GROUPS, &rules_b, &nics_b);
+    let cfg_b = sdn_config(GROUPS, &rules_b, &nics_b);
     sandbox.write_config(&cfg_b);
     let report = ms.apply_full().unwrap();
     assert!(!report.loaded);
@@ -152,7 +126,7 @@ fn node_matrix_follows_policy_through_apply_iface_and_clear() {
 
     // A new guest plugged as tap_plug does: create, enslave, apply_iface, up.
     let nics_c: Vec<_> = nics_b.iter().copied().chain([(108, "mon")]).collect();
-    let cfg_c = running_config(GROUPS, &rules_b, &nics_c);
+    let cfg_c = sdn_config(GROUPS, &rules_b, &nics_c);
     sandbox.write_config(&cfg_c);
     lab.add_veth("veth108i0", 8, false);
     sh("ip link set veth108i0 master vmbr0");
@@ -197,7 +171,7 @@ fn no_microseg_config_attaches_nothing() {
     assert_eq!(ms.apply_full().unwrap(), microseg::Report::default());
     assert!(!sandbox.settings.bpf_root.exists());
     // Remove a config that had enforced something: all state goes.
-    sandbox.write_config(&running_config(&[("g", 1, None)], &[], &[(101, "g")]));
+    sandbox.write_config(&sdn_config(&[("g", 1, None)], &[], &[(101, "g")]));
     ms.apply_full().unwrap();
     assert_eq!(ms.state.link_pins().unwrap().len(), 2);
     std::fs::remove_file(&sandbox.settings.running_config).unwrap();
@@ -212,7 +186,7 @@ fn invalid_configs_name_the_section_and_change_nothing() {
     let mut lab = Lab::new();
     lab.add_veth("veth101i0", 1, true);
     lab.add_veth("veth102i0", 2, true);
-    let good = running_config(GROUPS, RULES_A, &[(101, "web"), (102, "db")]);
+    let good = sdn_config(GROUPS, RULES_A, &[(101, "web"), (102, "db")]);
     sandbox.write_config(&good);
     ms.apply_full().unwrap();
     let before = snapshot(&ms);
@@ -224,23 +198,23 @@ fn invalid_configs_name_the_section_and_change_nothing() {
         overflow_groups.push((name, *mark, Some(if i % 2 == 0 { "src" } else { "dst" })));
     }
     let cases: Vec<(String, &str)> = vec![
-        (running_config(&[("bad", 0, None)], &[], &[]), "microseg group 'bad': mark 0 is outside 1..=65535"),
-        (running_config(&[("big", 0, None)], &[], &[]).replace(r#""mark": "0""#, r#""mark": 70000"#), "microseg group 'big': mark 70000"),
-        (running_config(&[("a", 5, None), ("b", 5, None)], &[], &[]), "microseg group 'b': mark 5 is already used by group 'a'"),
-        (running_config(&[("a", 5, Some("ghost"))], &[], &[]), "microseg group 'a': parent names unknown group 'ghost'"),
-        (running_config(&[("a", 5, None)], &[("r", Some("ghost"), "a", true)], &[]), "microseg rule 'r': src names unknown group 'ghost'"),
-        (running_config(&[("a", 5, None)], &[("r", None, "ghost", true)], &[]), "microseg rule 'r': dst names unknown group 'ghost'"),
-        (running_config(&[("a", 5, None)], &[], &[(101, "ghost")]), "microseg assignment 'a101': group names unknown group 'ghost'"),
-        (running_config(&[("a", 5, Some("b")), ("b", 6, Some("a"))], &[], &[]), "microseg group 'a': parent chain forms a cycle"),
+        (sdn_config(&[("bad", 0, None)], &[], &[]), "microseg group 'bad': mark 0 is outside 1..=65535"),
+        (sdn_config(&[("big", 0, None)], &[], &[]).replace(r#""mark": "0""#, r#""mark": 70000"#), "microseg group 'big': mark 70000"),
+        (sdn_config(&[("a", 5, None), ("b", 5, None)], &[], &[]), "microseg group 'b': mark 5 is already used by group 'a'"),
+        (sdn_config(&[("a", 5, Some("ghost"))], &[], &[]), "microseg group 'a': parent names unknown group 'ghost'"),
+        (sdn_config(&[("a", 5, None)], &[("r", Some("ghost"), "a", true)], &[]), "microseg rule 'r': src names unknown group 'ghost'"),
+        (sdn_config(&[("a", 5, None)], &[("r", None, "ghost", true)], &[]), "microseg rule 'r': dst names unknown group 'ghost'"),
+        (sdn_config(&[("a", 5, None)], &[], &[(101, "ghost")]), "microseg assignment 'a101': group names unknown group 'ghost'"),
+        (sdn_config(&[("a", 5, Some("b")), ("b", 6, Some("a"))], &[], &[]), "microseg group 'a': parent chain forms a cycle"),
         (
-            running_config(&[("a", 5, None)], &[], &[(101, "a")])
+            sdn_config(&[("a", 5, None)], &[], &[(101, "a")])
                 .replace(r#""microseg": {"ids": {"#, r#""microseg": {"ids": {"dup": {"type": "assignment", "vmid": "101", "iface": "0", "group": "a"},"#),
             "microseg assignment 'dup': vmid 101 iface 0 is already assigned by 'a101'",
         ),
         (
             {
                 // 1051 x 1051 pairs: more than the 2^20 the rule map holds.
-                running_config(&overflow_groups, &[("huge", Some("src"), "dst", true)], &[])
+                sdn_config(&overflow_groups, &[("huge", Some("src"), "dst", true)], &[])
             },
             "microseg rule 'huge': the policy expands to more (src, dst) pairs than the kernel rule map holds (1048576)",
         ),

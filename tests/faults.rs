@@ -17,28 +17,12 @@ use microseg::{config, netdev, resolve, sys, Microseg};
 
 use common::*;
 
-fn cfg_json(groups: &[(&str, u16, Option<&str>)], rules: &[(&str, Option<&str>, &str, bool)], nics: &[(u32, &str)]) -> String {
-    let mut ids = Vec::new();
-    for (id, mark, parent) in groups {
-        let parent = parent.map(|p| format!(r#", "parent": "{p}""#)).unwrap_or_default();
-        ids.push(format!(r#""{id}": {{"type": "group", "mark": {mark}{parent}}}"#));
-    }
-    for (id, src, dst, allow) in rules {
-        let src = src.map(|s| format!(r#", "src": "{s}""#)).unwrap_or_default();
-        ids.push(format!(r#""{id}": {{"type": "rule", "dst": "{dst}", "allow": {}{src}}}"#, u8::from(*allow)));
-    }
-    for (vmid, group) in nics {
-        ids.push(format!(r#""a{vmid}": {{"type": "assignment", "vmid": {vmid}, "iface": 0, "group": "{group}"}}"#));
-    }
-    format!(r#"{{"microseg": {{"ids": {{ {} }}}}}}"#, ids.join(","))
-}
-
 const GROUPS: &[(&str, u16, Option<&str>)] = &[("a", 1, None), ("b", 2, Some("a")), ("c", 3, None)];
 const RULES: &[(&str, Option<&str>, &str, bool)] =
     &[("ab", Some("a"), "b", true), ("cb", Some("c"), "b", false), ("gw", None, "a", true), ("ca", Some("c"), "a", true)];
 
 fn config_a() -> String {
-    cfg_json(GROUPS, RULES, &[(101, "a"), (102, "b")])
+    sdn_config(GROUPS, RULES, &[(101, "a"), (102, "b")])
 }
 
 /// Moves 101, drops 102, adds 103 and a rule: a full pass has every kind of work.
@@ -46,7 +30,7 @@ fn config_b() -> String {
     let mut rules = RULES.to_vec();
     rules.retain(|r| r.0 != "ca");
     rules.push(("bc", Some("b"), "c", true));
-    cfg_json(GROUPS, &rules, &[(101, "c"), (103, "b")])
+    sdn_config(GROUPS, &rules, &[(101, "c"), (103, "b")])
 }
 
 /// Guest NICs for state tests: veths in the host namespace, peers unused.
@@ -113,10 +97,14 @@ fn assert_converged(ms: &Microseg, json: &str, what: &str) {
     assert_eq!(again, microseg::Report { nics: want_links.len(), ..Default::default() }, "{what}: not converged");
 }
 
-fn wait_killed(mut child: Child, point: &str) {
-    let status: ExitStatus = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+/// Waits for a CLI child; returns its exit status and what it printed on stderr.
+fn finish(child: Child) -> (ExitStatus, String) {
+    let out = child.wait_with_output().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn wait_killed(child: Child, point: &str) {
+    let (status, err) = finish(child);
     assert_eq!(status.signal(), Some(libc::SIGKILL), "crash point {point} was not reached ({status}): {err}");
 }
 
@@ -188,7 +176,7 @@ fn concurrent_apply_iface_processes_race_full_passes() {
         rules.iter().map(|(id, s, d)| (id.as_str(), Some(s.as_str()), d.as_str(), true)).collect();
     let nics: Vec<(u32, String)> = vmids.iter().map(|&v| (v, format!("g{}", v % 8))).collect();
     let nics_ref: Vec<(u32, &str)> = nics.iter().map(|(v, g)| (*v, g.as_str())).collect();
-    let json = cfg_json(&groups_ref, &rules_ref, &nics_ref);
+    let json = sdn_config(&groups_ref, &rules_ref, &nics_ref);
     sandbox.write_config(&json);
 
     // Nothing installed yet: the first callers also race on the install.
@@ -205,10 +193,8 @@ fn concurrent_apply_iface_processes_race_full_passes() {
             break;
         }
     }
-    for (v, mut child) in children {
-        let status = child.wait().unwrap();
-        let mut err = String::new();
-        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    for (v, child) in children {
+        let (status, err) = finish(child);
         assert!(status.success(), "apply-iface veth{v}i0 failed: {err}");
     }
     let elapsed = start.elapsed();
@@ -280,7 +266,7 @@ fn capacity_and_verifier_failures_change_nothing() {
 
     // The test layout's group map holds 4 NICs; 5 are assigned and present.
     let small = sandbox.microseg_with(MICROSEG_TEST_LAYOUT_OBJECT);
-    sandbox.write_config(&cfg_json(GROUPS, RULES, &[(101, "a"), (102, "a"), (103, "b"), (104, "b"), (105, "c")]));
+    sandbox.write_config(&sdn_config(GROUPS, RULES, &[(101, "a"), (102, "a"), (103, "b"), (104, "b"), (105, "c")]));
     let e = format!("{:#}", small.apply_full().unwrap_err());
     assert!(e.contains("microseg: 5 local assigned NICs, the kernel group map holds 4"), "{e}");
     assert_eq!(snapshot(&ms), before, "NIC overflow changed state");
@@ -292,7 +278,7 @@ fn capacity_and_verifier_failures_change_nothing() {
         groups.push((format!("d{i}"), 200 + i, Some("d")));
     }
     let g: Vec<(&str, u16, Option<&str>)> = groups.iter().map(|(n, m, p)| (n.as_str(), *m, *p)).collect();
-    sandbox.write_config(&cfg_json(&g, &[("big", Some("s"), "d", true)], &[(101, "s")]));
+    sandbox.write_config(&sdn_config(&g, &[("big", Some("s"), "d", true)], &[(101, "s")]));
     let e = format!("{:#}", small.apply_full().unwrap_err());
     assert!(e.contains("microseg rule 'big': the policy expands to more (src, dst) pairs than the kernel rule map holds (4096)"), "{e}");
     assert_eq!(snapshot(&ms), before, "rule overflow changed state");

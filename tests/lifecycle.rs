@@ -164,5 +164,5 @@ fn restarted_guest_with_recycled_ifindex_is_reclaimed() {
     // The full pass drops the stale mapping of the old ifindex.
     let r = ms.apply_full().unwrap();
     assert_eq!(r.map_deletes, 1);
-    assert!(!snapshot(&ms).taps.contains_key(&old.to_ne_bytes().to_vec()));
+    assert!(!snapshot(&ms).taps.contains_key(old.to_ne_bytes().as_slice()));
 }

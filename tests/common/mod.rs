@@ -92,13 +92,18 @@ impl Sandbox {
 
     /// Every file below the pin root and the run directory, relative paths.
     pub fn files(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for root in [&self.settings.bpf_root, &self.settings.run_dir] {
-            walk(root, root, &mut out);
-        }
-        out.sort();
-        out
+        state_files(&self.settings)
     }
+}
+
+/// Every file below `settings`' pin root and run directory, sorted.
+pub fn state_files(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    for root in [&settings.bpf_root, &settings.run_dir] {
+        walk(root, root, &mut out);
+    }
+    out.sort();
+    out
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -503,6 +508,33 @@ fn parse_udp_to(frame: &[u8], me: Ipv4Addr) -> Option<Vec<u8>> {
     Some(frame.get(udp + 8..)?.to_vec())
 }
 
+/// A running config in the shape pve-network writes, with other SDN keys:
+/// groups `(id, mark, parent)`, rules `(id, src, dst, allow)`, NICs `(vmid, group)`.
+pub fn sdn_config(groups: &[(&str, u16, Option<&str>)], rules: &[(&str, Option<&str>, &str, bool)], nics: &[(u32, &str)]) -> String {
+    let mut ids = Vec::new();
+    for (id, mark, parent) in groups {
+        let parent = parent.map(|p| format!(r#", "parent": "{p}""#)).unwrap_or_default();
+        // Marks as strings, as Perl often writes them.
+        ids.push(format!(r#""{id}": {{"type": "group", "id": "{id}", "mark": "{mark}"{parent}}}"#));
+    }
+    for (id, src, dst, allow) in rules {
+        let src = src.map(|s| format!(r#", "src": "{s}""#)).unwrap_or_default();
+        ids.push(format!(r#""{id}": {{"type": "rule", "id": "{id}", "dst": "{dst}", "allow": {}{src}}}"#, u8::from(*allow)));
+    }
+    for (vmid, group) in nics {
+        ids.push(format!(
+            r#""a{vmid}": {{"type": "assignment", "id": "a{vmid}", "vmid": {vmid}, "iface": 0, "group": "{group}"}}"#
+        ));
+    }
+    format!(
+        r#"{{"version": 3,
+            "zones": {{"ids": {{"zone1": {{"type": "simple", "ipam": "pve"}}}}}},
+            "vnets": {{"ids": {{"vnet1": {{"type": "vnet", "zone": "zone1"}}}}}},
+            "microseg": {{"ids": {{ {} }}}}}}"#,
+        ids.join(",\n")
+    )
+}
+
 /// (src, dst) endpoint names -> delivered.
 pub type Matrix = BTreeMap<(String, String), bool>;
 
@@ -593,12 +625,7 @@ pub fn snapshot(ms: &Microseg) -> Snapshot {
             progs.insert(p.name.to_string(), sys::prog_id(&fd).unwrap());
         }
     }
-    let mut files = Vec::new();
-    for root in [&ms.settings.bpf_root, &ms.settings.run_dir] {
-        walk(root, root, &mut files);
-    }
-    files.sort();
-    Snapshot { files, links, rules: dump("rules", 4, 1), taps: dump("tap_to_group", 4, 4), progs }
+    Snapshot { files: state_files(&ms.settings), links, rules: dump("rules", 4, 1), taps: dump("tap_to_group", 4, 4), progs }
 }
 
 impl Lab {
