@@ -96,15 +96,18 @@ impl Microseg {
         Microseg::new(Settings::from_env(), MICROSEG_OBJECT)
     }
 
-    fn capacity(&self, map: &str) -> Result<usize> {
+    /// The capacities of the rule map and the group map, as the object defines them.
+    fn capacities(&self) -> Result<(usize, usize)> {
         let layouts = self.state.sub.map_layouts()?;
-        Ok(layouts.iter().find(|l| l.name == map).map(|l| l.max_entries as usize).unwrap_or(0))
+        let cap = |map: &str| layouts.iter().find(|l| l.name == map).map_or(0, |l| l.max_entries as usize);
+        Ok((cap(RULES), cap(TAP_TO_GROUP)))
     }
 
     /// Reads, validates and resolves the config: everything that can fail on
     /// bad input happens here, before the kernel is touched.
     fn desired(&self, cfg: &MicrosegConfig) -> Result<Desired> {
-        let pairs = resolve::resolve(cfg, self.capacity(RULES)?)?;
+        let (rules_cap, nics_cap) = self.capacities()?;
+        let pairs = resolve::resolve(cfg, rules_cap)?;
         let mut nics = Vec::new();
         for a in cfg.assignments.values() {
             let mark = cfg.groups[&a.group].mark;
@@ -114,9 +117,8 @@ impl Microseg {
                 }
             }
         }
-        let cap = self.capacity(TAP_TO_GROUP)?;
-        if nics.len() > cap {
-            bail!("microseg: {} local assigned NICs, the kernel group map holds {cap}", nics.len());
+        if nics.len() > nics_cap {
+            bail!("microseg: {} local assigned NICs, the kernel group map holds {nics_cap}", nics.len());
         }
         Ok(Desired { pairs, nics })
     }
@@ -291,7 +293,7 @@ impl Microseg {
     /// (`"src:dst"`, 0 being unstamped). Reads the config; touches no kernel state.
     pub fn effective_policy(&self) -> Result<serde_json::Value> {
         let cfg = config::load(&self.settings.running_config)?;
-        let pairs = resolve::resolve(&cfg, self.capacity(RULES)?)?;
+        let pairs = resolve::resolve(&cfg, self.capacities()?.0)?;
         let groups: BTreeMap<&str, Mark> = cfg.groups.values().map(|g| (g.id.as_str(), g.mark)).collect();
         let mut nics = BTreeMap::new();
         for a in cfg.assignments.values() {
