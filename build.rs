@@ -1,60 +1,55 @@
-//! Compiles the BPF data plane (`bpf/*.bpf.c`) with clang into `OUT_DIR`, where
-//! `src/bpf.rs` embeds it. Besides the production object, two test objects are
-//! built from the same source: one with other code but the same maps (to test
-//! the atomic program swap), one with another map layout (to test the
-//! verify-then-rebuild path and capacity checks) and one with another layout
-//! that the verifier rejects (to test that the old state survives).
+//! Compiles the BPF objects with clang into `OUT_DIR`, where the subsystems
+//! embed them: `bpf/<name>.bpf.c` becomes `<name>.bpf.o` (production), and
+//! `bpf/tests/<name>.bpf.c` becomes `test-<name>.bpf.o` (test variants,
+//! embedded only with the `test-hooks` feature). The build directory is
+//! mapped away in the debug info, so the same source gives the same bytes
+//! (and fingerprint) wherever it is built.
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-struct Variant {
-    suffix: &'static str,
-    defines: &'static [&'static str],
-}
-
-const VARIANTS: &[Variant] = &[
-    Variant { suffix: "", defines: &[] },
-    Variant { suffix: "-test-code", defines: &["-DMICROSEG_TEST_VARIANT"] },
-    Variant { suffix: "-test-layout", defines: &["-DMICROSEG_RULES_MAX=4096", "-DMICROSEG_TAP_MAX=4"] },
-    Variant { suffix: "-test-broken", defines: &["-DMICROSEG_RULES_MAX=2048", "-DMICROSEG_TEST_BROKEN"] },
-];
-
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     println!("cargo:rerun-if-env-changed=CLANG");
-    println!("cargo:rerun-if-changed=bpf");
-
+    for dir in ["bpf", "bpf/include", "bpf/tests"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
     let multiarch = multiarch_include();
-    let mut sources: Vec<PathBuf> = std::fs::read_dir("bpf")
-        .expect("bpf/ directory")
-        .map(|e| e.expect("read bpf/").path())
-        .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
-        .collect();
-    sources.sort();
-
-    for src in &sources {
-        println!("cargo:rerun-if-changed={}", src.display());
-        let stem = src.file_name().unwrap().to_string_lossy().trim_end_matches(".bpf.c").to_string();
-        // The test variants exist for the microseg object only.
-        let variants = if stem == "microseg" { VARIANTS } else { &VARIANTS[..1] };
-        for v in variants {
-            let obj = out.join(format!("{stem}{}.bpf.o", v.suffix));
-            compile(&clang, src, &obj, v.defines, multiarch.as_deref());
+    for (dir, prefix) in [("bpf", ""), ("bpf/tests", "test-")] {
+        for src in sources_with(&manifest.join(dir), ".bpf.c") {
+            println!("cargo:rerun-if-changed={}", src.display());
+            let stem = src.file_name().unwrap().to_string_lossy().trim_end_matches(".bpf.c").to_string();
+            compile(&clang, &manifest, &src, &out.join(format!("{prefix}{stem}.bpf.o")), multiarch.as_deref());
         }
+    }
+    for header in sources_with(&manifest.join("bpf/include"), ".h") {
+        println!("cargo:rerun-if-changed={}", header.display());
     }
 }
 
-fn compile(clang: &str, src: &Path, obj: &Path, defines: &[&str], multiarch: Option<&Path>) {
+fn sources_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("read dir entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    v.sort();
+    v
+}
+
+fn compile(clang: &str, manifest: &Path, src: &Path, obj: &Path, multiarch: Option<&Path>) {
     let mut cmd = Command::new(clang);
     cmd.args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"]);
+    // Reproducible objects: no build path in the debug info.
+    cmd.arg(format!("-ffile-prefix-map={}=.", manifest.display()));
     if let Some(dir) = multiarch {
         // <asm/types.h> lives in the multiarch directory on Debian.
         cmd.arg("-I").arg(dir);
     }
-    cmd.args(defines).arg("-c").arg(src).arg("-o").arg(obj);
+    cmd.current_dir(manifest).arg("-c").arg(src).arg("-o").arg(obj);
     let output = match cmd.output() {
         Ok(o) => o,
         Err(e) => panic!(

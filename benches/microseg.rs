@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use microseg::api::rule_key;
 use microseg::bpf::{Hook, RULES, TAP_TO_GROUP};
-use microseg::sys::{self, SkBuffCtx};
+use microseg::kernel::sys::{self, SkBuffCtx};
 use microseg::Microseg;
 
 use common::*;
@@ -349,9 +349,9 @@ fn install_time(rows: &mut Vec<Row>) {
     for _ in 0..7 {
         let sandbox = Sandbox::new("install");
         let ms = sandbox.microseg();
-        ms.state.check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+        ms.policy().check_bpf_root(&sandbox.settings.bpf_root).unwrap();
         let t = Instant::now();
-        drop(ms.state.install(false, &|_| Ok(())).unwrap());
+        drop(ms.policy().install(false, &|_| Ok(())).unwrap());
         times.push(t.elapsed());
     }
     times.sort();
@@ -374,8 +374,8 @@ fn per_packet(rows: &mut Vec<Row>) {
     for entries in [1_000u32, 100_000, 1_000_000] {
         let sandbox = Sandbox::new("packet");
         let ms = sandbox.microseg();
-        ms.state.check_bpf_root(&sandbox.settings.bpf_root).unwrap();
-        let loaded = ms.state.install(false, &|_| Ok(())).unwrap();
+        ms.policy().check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+        let loaded = ms.policy().install(false, &|_| Ok(())).unwrap();
         let rules = loaded.map(RULES).as_fd();
         let mut n = 0;
         'fill: for src in 1..=1024u16 {

@@ -9,25 +9,16 @@
  *                    if rules[(mark & 0xffff, NIC's group)] says allow.
  *
  * All policy lives in user space; the data plane is two exact hash lookups.
- * Built without vmlinux.h: only UAPI headers are used.
+ * Built without vmlinux.h: only UAPI headers and bpf/include/.
  */
 #include <linux/bpf.h>
-#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
-/*
- * TCX return codes. Debian 12's UAPI headers predate TCX (6.6), but the
- * values are the classic tc ones: TCX_NEXT == TC_ACT_UNSPEC,
- * TCX_PASS == TC_ACT_OK, TCX_DROP == TC_ACT_SHOT.
- */
-#define MICROSEG_NEXT TC_ACT_UNSPEC
-#define MICROSEG_DROP TC_ACT_SHOT
+#include "include/mark.h"
+#include "include/policy.h"
+#include "include/tcx.h"
 
-#define GROUP_MASK 0xffffU
-
-#define VERDICT_DENY 0
-#define VERDICT_ALLOW 1
-
+/* Capacities; build-time parameters so that test objects can change the layout. */
 #ifndef MICROSEG_TAP_MAX
 #define MICROSEG_TAP_MAX 65536
 #endif
@@ -35,18 +26,12 @@
 #define MICROSEG_RULES_MAX (1 << 20)
 #endif
 
-/* Key of the rule map. Two u16s, no padding: user space writes the same bytes. */
-struct rule_key {
-	__u16 src;
-	__u16 dst;
-};
-
-/* ifindex of an assigned local guest NIC -> its group mark (1..=65535). */
+/* ifindex of an assigned local guest NIC -> its group mark. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MICROSEG_TAP_MAX);
-	__type(key, __u32);
-	__type(value, __u32);
+	__type(key, struct nic_key);
+	__type(value, struct nic_value);
 } tap_to_group SEC(".maps");
 
 /*
@@ -59,45 +44,28 @@ struct {
 	__uint(max_entries, MICROSEG_RULES_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct rule_key);
-	__type(value, __u8);
+	__type(value, struct rule_value);
 } rules SEC(".maps");
 
 /* The group of the NIC the skb is on, or 0 when the NIC is not assigned. */
 static __always_inline __u32 nic_group(const struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex;
-	__u32 *group = bpf_map_lookup_elem(&tap_to_group, &ifindex);
+	struct nic_key key = { .ifindex = skb->ifindex };
+	struct nic_value *value = bpf_map_lookup_elem(&tap_to_group, &key);
 
-#ifdef MICROSEG_TEST_BROKEN
-	/* Test object only: the dereference without a NULL check the verifier rejects. */
-	return *group & GROUP_MASK;
-#else
 	/* The verifier insists on the NULL check before the dereference. */
-	return group ? (*group & GROUP_MASK) : 0;
-#endif
+	return value ? mark_group(value->mark) : 0;
 }
-
-/*
- * A variant of the object for the code-swap test: the same behaviour with
- * different instructions, so its fingerprint differs but its maps do not.
- */
-#ifdef MICROSEG_TEST_VARIANT
-#define VARIANT_MARKER() asm volatile("r0 = 0" ::: "r0")
-#else
-#define VARIANT_MARKER() do { } while (0)
-#endif
 
 SEC("classifier/microseg_stamp")
 int microseg_stamp(struct __sk_buff *skb)
 {
 	__u32 group, mark;
 
-	VARIANT_MARKER();
 	group = nic_group(skb);
 	if (!group)
-		return MICROSEG_NEXT;
-	/* The upper 16 bits belong to other subsystems (the PVE firewall uses bit 31). */
-	mark = (skb->mark & ~GROUP_MASK) | group;
+		return MS_TCX_NEXT;
+	mark = mark_with_group(skb->mark, group);
 	/*
 	 * Verifier trick: writes to skb->mark must be 32 bits wide, but clang
 	 * sees that only the low half changes and emits a 16-bit store. Making
@@ -105,29 +73,28 @@ int microseg_stamp(struct __sk_buff *skb)
 	 */
 	asm volatile("" : "+r"(mark));
 	skb->mark = mark;
-	return MICROSEG_NEXT;
+	return MS_TCX_NEXT;
 }
 
 SEC("classifier/microseg_enforce")
 int microseg_enforce(struct __sk_buff *skb)
 {
 	struct rule_key key;
-	__u8 *verdict;
+	struct rule_value *value;
 	__u32 dst;
 
-	VARIANT_MARKER();
 	dst = nic_group(skb);
 	/* Not (or no longer) assigned: not ours to enforce. */
 	if (!dst)
-		return MICROSEG_NEXT;
+		return MS_TCX_NEXT;
 
-	key.src = skb->mark & GROUP_MASK;
+	key.src = mark_group(skb->mark);
 	key.dst = dst;
-	verdict = bpf_map_lookup_elem(&rules, &key);
+	value = bpf_map_lookup_elem(&rules, &key);
 	/* Default deny: no entry drops just as an explicit deny does. */
-	if (verdict && *verdict == VERDICT_ALLOW)
-		return MICROSEG_NEXT;
-	return MICROSEG_DROP;
+	if (value && value->verdict == VERDICT_ALLOW)
+		return MS_TCX_NEXT;
+	return MS_TCX_DROP;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -11,44 +11,47 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
-#include <linux/pkt_cls.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#define GUARD_NEXT TC_ACT_UNSPEC
-#define GUARD_DROP TC_ACT_SHOT
+#include "include/tcx.h"
+#include "include/underlay.h"
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
-/* Outer IPv4 source addresses (network order) allowed to send VXLAN. */
+#define VXLAN_DEFAULT_PORT 4789
+
+/* Outer IPv4 source addresses allowed to send VXLAN. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, __u8);
+	__type(key, struct peer4_key);
+	__type(value, struct peer_value);
 } vtep_peers SEC(".maps");
 
-/* [0]: the VXLAN UDP port, host order (PVE's default is 4789). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	/* The kernel wants an array's key to be a plain 32-bit integer in BTF. */
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct guard_settings);
 } guard_config SEC(".maps");
 
 static __always_inline int is_peer(__u32 saddr)
 {
-	return bpf_map_lookup_elem(&vtep_peers, &saddr) != NULL;
+	struct peer4_key key = { .addr = saddr };
+
+	return bpf_map_lookup_elem(&vtep_peers, &key) != NULL;
 }
 
 static __always_inline __u16 vxlan_port(void)
 {
 	__u32 zero = 0;
-	__u32 *port = bpf_map_lookup_elem(&guard_config, &zero);
+	struct guard_settings *cfg = bpf_map_lookup_elem(&guard_config, &zero);
 
-	return port && *port ? (__u16)*port : 4789;
+	return cfg && cfg->vxlan_port ? (__u16)cfg->vxlan_port : VXLAN_DEFAULT_PORT;
 }
 
 SEC("classifier/vtep_guard")
@@ -63,24 +66,24 @@ int vtep_guard(struct __sk_buff *skb)
 
 	/* Every access is bounds-checked against data_end for the verifier. */
 	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return GUARD_NEXT;
+		return MS_TCX_NEXT;
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_UDP)
-		return GUARD_NEXT;
+		return MS_TCX_NEXT;
 	if (is_peer(ip->saddr))
-		return GUARD_NEXT;
+		return MS_TCX_NEXT;
 	/* A fragment may hide the port: UDP fragments from non-peers are dropped. */
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return GUARD_DROP;
+		return MS_TCX_DROP;
 	ihl = ip->ihl * 4;
 	if (ihl < sizeof(*ip) || ihl > 60)
-		return GUARD_NEXT;
+		return MS_TCX_NEXT;
 	udp = (void *)ip + ihl;
 	if ((void *)(udp + 1) > end)
-		return GUARD_NEXT;
+		return MS_TCX_NEXT;
 	if (udp->dest == bpf_htons(vxlan_port()))
-		return GUARD_DROP;
-	return GUARD_NEXT;
+		return MS_TCX_DROP;
+	return MS_TCX_NEXT;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -56,8 +56,8 @@ env -u PVE_RS_MICROSEG_SO \
             print qq{apply_full: \$r->{nics} NIC(s), \$r->{links_created} links, loaded=\$r->{loaded}\n};
             die qq{expected 1 NIC\n} if \$r->{nics} != 1;
         "
-        for hook in ingress egress; do
-            test -e "$PVE_MICROSEG_BPF_ROOT/microseg/links/veth100i0-$hook"
+        for prog in microseg_stamp microseg_enforce; do
+            test -e "$PVE_MICROSEG_BPF_ROOT/microseg/links/veth100i0:$prog"
         done
         perl -MPVE::RS::SDN::Microseg -e "PVE::RS::SDN::Microseg::clear()"
         test ! -e "$PVE_MICROSEG_BPF_ROOT"

@@ -1,24 +1,26 @@
 //! Group-based microsegmentation for Proxmox VE guests, enforced with eBPF
-//! tc programs on every guest NIC (see SPEC.md).
+//! tc programs on every guest NIC.
 //!
 //! Layers, from the input down to the kernel:
-//! - [`config`]: the `microseg` part of the SDN running config, validated;
-//! - [`resolve`]: the group forest flattened to `(src, dst) -> verdict`;
-//! - [`bpf`]: the embedded data plane and its description as a subsystem;
-//! - [`state`]: pinned maps, programs and links, and their lifecycle;
-//! - [`sys`]: the raw `bpf(2)` commands the common path uses;
-//! - [`api`]: `apply_full`, `apply_iface` and `clear`.
+//! - [`config`]: the running config's `microseg` sections, validated, one
+//!   module per section family;
+//! - [`subsystems`]: the registry; each subsystem owns a BPF object, its
+//!   typed maps, and turns the config into a plan for this node;
+//! - [`kernel`]: subsystem-agnostic kernel state: typed maps, pins, links,
+//!   the one reconcile pass, the lock, and the raw `bpf(2)` layer (`sys`);
+//! - [`api`]: the calls Perl makes, each a loop over the registry;
+//! - [`report`]: the one definition of what a call returns.
 //!
 //! Nothing here knows of Perl; the binding lives in the `perl-rs` crate.
 
 pub mod api;
-pub mod bpf;
 pub mod config;
-pub mod lock;
-pub mod netdev;
-pub mod resolve;
-pub mod state;
-pub mod sys;
-pub mod testhook;
+pub mod kernel;
+pub mod report;
+pub mod subsystems;
 
-pub use api::{apply_full, apply_iface, clear, effective_policy, IfaceOutcome, Microseg, Report, Settings};
+#[cfg(feature = "test-hooks")]
+pub mod testobjects;
+
+pub use api::{apply_full, apply_iface, clear, effective_policy, IfaceOutcome, Microseg, Settings};
+pub use report::Report;

@@ -23,7 +23,7 @@ my $r = PVE::RS::SDN::Microseg::apply_full();
 is($r->{loaded}, 1, 'first apply_full loads the programs');
 is($r->{nics}, 2, 'two NICs enforced');
 my $state = pin_state();
-like($state, qr{links/veth101i0-egress}, 'link pins exist');
+like($state, qr{links/veth101i0:microseg_enforce}, 'link pins exist');
 
 sub unchanged { is(pin_state(), $state, "$_[0]: pins and run state unchanged") }
 

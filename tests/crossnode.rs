@@ -8,8 +8,9 @@ mod common;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
-use microseg::bpf::MICROSEG_OBJECT;
-use microseg::{config, resolve, Microseg, Settings};
+use microseg::subsystems::microseg::OBJECT as MICROSEG_OBJECT;
+use microseg::subsystems::microseg::resolve;
+use microseg::{config, Microseg, Settings};
 
 use common::*;
 

@@ -4,10 +4,10 @@ mod common;
 
 use std::os::fd::AsFd;
 
-use microseg::api::rule_key;
-use microseg::bpf::{Hook, RULES, TAP_TO_GROUP};
-use microseg::state::Loaded;
-use microseg::sys::{self, SkBuffCtx};
+use microseg::kernel::object::Hook;
+use microseg::kernel::state::{KernelState, Loaded};
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey, RuleValue, RULES, TAP_TO_GROUP};
+use microseg::kernel::sys::{self, SkBuffCtx};
 
 use common::{ip, mac, udp_frame, Sandbox};
 
@@ -26,22 +26,23 @@ impl Plane {
     fn new() -> Plane {
         let sandbox = Sandbox::new("dp");
         let ms = sandbox.microseg();
-        ms.state.check_bpf_root(&sandbox.settings.bpf_root).unwrap();
-        let loaded = ms.state.install(false, &|_| Ok(())).unwrap();
+        KernelState::check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+        let loaded = ms.policy().install(false, &|_| Ok(())).unwrap();
         Plane { _sandbox: sandbox, loaded }
     }
 
     fn assign(&self, ifindex: u32, mark: u32) {
-        sys::map_update(self.loaded.map(TAP_TO_GROUP).as_fd(), &ifindex.to_ne_bytes(), &mark.to_ne_bytes()).unwrap();
+        self.loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex }, &NicValue { mark }).unwrap();
     }
 
     fn rule(&self, src: u16, dst: u16, allow: bool) {
-        sys::map_update(self.loaded.map(RULES).as_fd(), &rule_key(src, dst), &[allow as u8]).unwrap();
+        self.loaded.map(&RULES).unwrap().set(&RuleKey { src, dst }, &RuleValue { verdict: allow as u8 }).unwrap();
     }
 
     fn run(&self, hook: Hook, ifindex: u32, mark: u32) -> (i32, u32) {
         let pkt = udp_frame(mac(1), mac(2), ip(1), ip(2), b"payload-for-test-run-000000000000");
-        let r = sys::prog_test_run(self.loaded.progs[&hook].fd.as_fd(), &pkt, &SkBuffCtx::new(ifindex, mark), 1)
+        let prog = if hook == Hook::Ingress { "microseg_stamp" } else { "microseg_enforce" };
+        let r = sys::prog_test_run(self.loaded.prog(prog).fd.as_fd(), &pkt, &SkBuffCtx::new(ifindex, mark), 1)
             .expect("BPF_PROG_TEST_RUN");
         (r.retval, r.ctx_out.mark())
     }
@@ -122,8 +123,8 @@ fn enforce_does_not_touch_the_mark() {
 
 mod vtep_guard {
     use super::*;
-    use microseg::bpf::{Subsystem, GUARD_CONFIG, VTEP_PEERS};
-    use microseg::state::KernelState;
+    use microseg::subsystems::vtepguard::maps::{GuardConfig, Peer4Key, PeerValue, GUARD_CONFIG, VTEP_PEERS};
+    use microseg::subsystems::{vtepguard::VtepGuard, Subsystem};
 
     struct Guard {
         _sandbox: Sandbox,
@@ -133,21 +134,22 @@ mod vtep_guard {
     impl Guard {
         fn new(peers: &[[u8; 4]]) -> Guard {
             let sandbox = Sandbox::new("guard");
-            let st = KernelState::new(Subsystem::vtep_guard(), &sandbox.settings.bpf_root, &sandbox.settings.run_dir);
-            st.check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+            let st = KernelState::new(VtepGuard::new().spec().clone(), &sandbox.settings.bpf_root, &sandbox.settings.run_dir);
+            KernelState::check_bpf_root(&sandbox.settings.bpf_root).unwrap();
             let loaded = st.install(false, &|_| Ok(())).unwrap();
             for p in peers {
-                sys::map_update(loaded.map(VTEP_PEERS).as_fd(), p, &[1]).unwrap();
+                let key = Peer4Key { addr: u32::from_ne_bytes(*p) };
+                loaded.map(&VTEP_PEERS).unwrap().set(&key, &PeerValue { allowed: 1 }).unwrap();
             }
             Guard { _sandbox: sandbox, loaded }
         }
 
         fn port(&self, port: u32) {
-            sys::map_update(self.loaded.map(GUARD_CONFIG).as_fd(), &0u32.to_ne_bytes(), &port.to_ne_bytes()).unwrap();
+            self.loaded.map(&GUARD_CONFIG).unwrap().set(&0, &GuardConfig { vxlan_port: port }).unwrap();
         }
 
         fn run(&self, pkt: &[u8]) -> i32 {
-            let prog = &self.loaded.progs[&Hook::Ingress];
+            let prog = self.loaded.prog("vtep_guard");
             sys::prog_test_run(prog.fd.as_fd(), pkt, &SkBuffCtx::new(LO, 0), 1).unwrap().retval
         }
     }
@@ -207,29 +209,19 @@ mod vtep_guard {
 #[test]
 fn batched_map_sync_agrees_with_element_access() {
     let p = Plane::new();
-    let map = p.loaded.map(RULES).as_fd();
+    let map = p.loaded.map(&RULES).unwrap();
     let n = 20_000usize;
-    let mut keys = Vec::new();
-    let mut values = Vec::new();
-    for i in 0..n {
-        keys.extend_from_slice(&rule_key((i / 1000) as u16, (i % 1000) as u16));
-        values.push((i % 2) as u8);
-    }
-    sys::map_update_batch(map, &keys, &values, n).unwrap();
-    let mut dumped = sys::map_dump(map, 4, 1).unwrap();
-    dumped.sort();
-    let mut walked: Vec<(Vec<u8>, Vec<u8>)> = sys::map_keys(map, 4)
-        .unwrap()
-        .into_iter()
-        .map(|k| {
-            let mut v = [0u8];
-            assert!(sys::map_lookup(map, &k, &mut v).unwrap());
-            (k, v.to_vec())
-        })
+    let entries: Vec<(RuleKey, RuleValue)> = (0..n)
+        .map(|i| (RuleKey { src: (i / 1000) as u16, dst: (i % 1000) as u16 }, RuleValue { verdict: (i % 2) as u8 }))
         .collect();
-    walked.sort();
+    map.set_all(&entries).unwrap();
+    let dumped = map.entries().unwrap();
+    let walked: std::collections::BTreeMap<RuleKey, RuleValue> =
+        map.keys().unwrap().into_iter().map(|k| (k, map.get(&k).unwrap().expect("walked key present"))).collect();
     assert_eq!(dumped.len(), n);
     assert_eq!(dumped, walked);
-    sys::map_delete_batch(map, &keys[..4 * 5000], 5000).unwrap();
-    assert_eq!(sys::map_dump(map, 4, 1).unwrap().len(), n - 5000);
+    assert_eq!(dumped, entries.iter().copied().collect());
+    let gone: Vec<RuleKey> = entries[..5000].iter().map(|(k, _)| *k).collect();
+    map.remove_all(&gone).unwrap();
+    assert_eq!(map.entries().unwrap().len(), n - 5000);
 }

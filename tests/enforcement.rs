@@ -7,8 +7,9 @@ mod common;
 use std::os::fd::AsFd;
 
 use microseg::config;
-use microseg::resolve;
-use microseg::sys;
+use microseg::subsystems::microseg::resolve;
+use microseg::kernel::sys;
+use microseg::subsystems::microseg::maps::{NicKey, NicValue};
 use microseg::IfaceOutcome;
 
 use common::*;
@@ -141,14 +142,14 @@ fn node_matrix_follows_policy_through_apply_iface_and_clear() {
         assert_eq!(after.links.get(pin), Some(link), "apply_iface touched link {pin}");
     }
     assert_eq!(after.links.len(), before.links.len() + 2);
-    let new_ifindex = microseg::netdev::ifindex("veth108i0").unwrap();
+    let new_ifindex = microseg::kernel::netdev::ifindex("veth108i0").unwrap();
     let mut taps = before.taps.clone();
-    taps.insert(new_ifindex.to_ne_bytes().to_vec(), 30u32.to_ne_bytes().to_vec());
+    taps.insert(NicKey { ifindex: new_ifindex }, NicValue { mark: 30 });
     assert_eq!(after.taps, taps, "apply_iface wrote other group mappings");
     assert_matrix(&mut lab, &cfg_c, "after apply_iface");
 
     // clear: every link detached, nothing pinned, no run state, all open.
-    let held: Vec<_> = ms.state.link_pins().unwrap().iter().map(|l| sys::obj_get(&l.path).unwrap()).collect();
+    let held: Vec<_> = ms.policy().link_pins().unwrap().iter().map(|l| sys::obj_get(&l.path).unwrap()).collect();
     ms.clear().unwrap();
     for fd in &held {
         assert_eq!(sys::link_info(fd.as_fd()).unwrap().ifindex, 0, "a link is still attached after clear");
@@ -173,9 +174,26 @@ fn no_microseg_config_attaches_nothing() {
     // Remove a config that had enforced something: all state goes.
     sandbox.write_config(&sdn_config(&[("g", 1, None)], &[], &[(101, "g")]));
     ms.apply_full().unwrap();
-    assert_eq!(ms.state.link_pins().unwrap().len(), 2);
+    assert_eq!(ms.policy().link_pins().unwrap().len(), 2);
+    // A missing file is not a deconfiguration (SPEC section 2, Absence): the
+    // call fails naming the path and enforcement stays exactly as it is.
+    let before = snapshot(&ms);
     std::fs::remove_file(&sandbox.settings.running_config).unwrap();
-    ms.apply_full().unwrap();
+    let e = format!("{:#}", ms.apply_full().unwrap_err());
+    let path = sandbox.settings.running_config.display().to_string();
+    assert!(e.contains(&format!("running config {path} does not exist")), "{e}");
+    assert_eq!(snapshot(&ms), before, "a missing running config changed the kernel state");
+    let e = format!("{:#}", ms.apply_iface(b"veth101i0").unwrap_err());
+    assert!(e.contains("does not exist"), "{e}");
+    assert_eq!(snapshot(&ms), before);
+    // An existing config without a microseg key is: all state goes.
+    sandbox.write_config(r#"{"version": 2, "zones": {"ids": {}}}"#);
+    assert_eq!(ms.apply_full().unwrap(), microseg::Report::default());
+    assert!(sandbox.files().is_empty(), "left: {:?}", sandbox.files());
+    // And with nothing installed, a missing file is a no-op.
+    std::fs::remove_file(&sandbox.settings.running_config).unwrap();
+    assert_eq!(ms.apply_full().unwrap(), microseg::Report::default());
+    assert_eq!(ms.apply_iface(b"veth101i0").unwrap(), IfaceOutcome::Unassigned);
     assert!(sandbox.files().is_empty(), "left: {:?}", sandbox.files());
 }
 

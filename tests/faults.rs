@@ -11,9 +11,16 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use microseg::api::{rule_key, verdict_byte};
-use microseg::bpf::{Hook, MICROSEG_TEST_BROKEN_OBJECT, MICROSEG_TEST_CODE_OBJECT, MICROSEG_TEST_LAYOUT_OBJECT};
-use microseg::{config, netdev, resolve, sys, Microseg};
+use microseg::kernel::object::Hook;
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey};
+use microseg::subsystems::microseg::verdict_value;
+use microseg::testobjects::{
+    MICROSEG_BROKEN as MICROSEG_TEST_BROKEN_OBJECT, MICROSEG_CODE as MICROSEG_TEST_CODE_OBJECT,
+    MICROSEG_LAYOUT as MICROSEG_TEST_LAYOUT_OBJECT,
+};
+use microseg::kernel::{netdev, sys};
+use microseg::subsystems::microseg::resolve;
+use microseg::{config, Microseg};
 
 use common::*;
 
@@ -62,7 +69,7 @@ fn cli(sandbox: &Sandbox, args: &[&str], crash_at: Option<&str>) -> Command {
 /// finds nothing to do.
 fn assert_converged(ms: &Microseg, json: &str, what: &str) {
     let cfg = config::parse(json.as_bytes()).unwrap();
-    let layouts = ms.state.sub.map_layouts().unwrap();
+    let layouts = ms.policy().spec.map_layouts().unwrap();
     let cap = layouts.iter().find(|l| l.name == "rules").unwrap().max_entries as usize;
     let pairs = resolve::resolve(&cfg, cap).unwrap();
     let mut want_taps = BTreeMap::new();
@@ -70,12 +77,12 @@ fn assert_converged(ms: &Microseg, json: &str, what: &str) {
     for a in cfg.assignments.values() {
         let name = format!("veth{}i{}", a.vmid, a.iface);
         if let Some(ifindex) = netdev::ifindex(&name) {
-            want_taps.insert(ifindex.to_ne_bytes().to_vec(), u32::from(cfg.groups[&a.group].mark).to_ne_bytes().to_vec());
+            want_taps.insert(NicKey { ifindex }, NicValue { mark: u32::from(cfg.groups[&a.group].mark) });
             want_links.push((name, ifindex));
         }
     }
-    let want_rules: BTreeMap<Vec<u8>, Vec<u8>> =
-        pairs.iter().map(|(&(s, d), &v)| (rule_key(s, d).to_vec(), vec![verdict_byte(v)])).collect();
+    let want_rules: BTreeMap<_, _> =
+        pairs.iter().map(|(&(src, dst), &v)| (RuleKey { src, dst }, verdict_value(v))).collect();
 
     let snap = snapshot(ms);
     assert_eq!(snap.rules, want_rules, "{what}: rule map");
@@ -84,7 +91,7 @@ fn assert_converged(ms: &Microseg, json: &str, what: &str) {
     let mut pins: Vec<String> = snap.links.keys().cloned().collect();
     pins.sort();
     let mut want_pins: Vec<String> =
-        want_links.iter().flat_map(|(n, _)| [format!("{n}-egress"), format!("{n}-ingress")]).collect();
+        want_links.iter().flat_map(|(n, _)| [format!("{n}:microseg_enforce"), format!("{n}:microseg_stamp")]).collect();
     want_pins.sort();
     assert_eq!(pins, want_pins, "{what}: link pins");
     for (name, ifindex) in &want_links {
@@ -131,13 +138,13 @@ fn killed_at_every_crash_point_the_next_call_converges() {
         ("full-after-maps", Prep::Current, &["apply-full"]),
         ("attach-after-create", Prep::Current, &["apply-full"]),
         ("attach-after-tmp-pin", Prep::Current, &["apply-full"]),
-        ("attach-between-hooks", Prep::Current, &["apply-full"]),
+        ("attach-between-programs", Prep::Current, &["apply-full"]),
         ("full-after-attach", Prep::Current, &["apply-full"]),
         ("full-before-delete", Prep::Current, &["apply-full"]),
         ("iface-after-map", Prep::Current, &["apply-iface", "veth103i0"]),
         ("attach-after-create", Prep::Current, &["apply-iface", "veth103i0"]),
         ("attach-after-tmp-pin", Prep::Current, &["apply-iface", "veth103i0"]),
-        ("attach-between-hooks", Prep::Current, &["apply-iface", "veth103i0"]),
+        ("attach-between-programs", Prep::Current, &["apply-iface", "veth103i0"]),
         ("install-after-swap", Prep::OtherCode, &["apply-iface", "veth103i0"]),
     ];
     let _host = HostNs::enter();
@@ -213,14 +220,14 @@ fn lost_or_corrupt_state_is_detected_and_repaired() {
     let cases: &[(&str, Damage, bool)] = &[
         ("run directory wiped", |ms| std::fs::remove_dir_all(&ms.settings.run_dir).unwrap(), true),
         ("run state garbage", |ms| std::fs::write(ms.settings.run_dir.join("microseg/state.json"), b"\0garbage").unwrap(), true),
-        ("rules map pin deleted", |ms| std::fs::remove_file(ms.state.map_pin("rules")).unwrap(), true),
-        ("group map pin deleted", |ms| std::fs::remove_file(ms.state.map_pin("tap_to_group")).unwrap(), true),
-        ("program pin deleted", |ms| std::fs::remove_file(ms.state.prog_pin("microseg_enforce")).unwrap(), true),
+        ("rules map pin deleted", |ms| std::fs::remove_file(ms.policy().map_pin("rules")).unwrap(), true),
+        ("group map pin deleted", |ms| std::fs::remove_file(ms.policy().map_pin("tap_to_group")).unwrap(), true),
+        ("program pin deleted", |ms| std::fs::remove_file(ms.policy().prog_pin("microseg_enforce")).unwrap(), true),
         ("all pins but links deleted", |ms| {
-            std::fs::remove_dir_all(ms.state.pin_dir.join("maps")).unwrap();
-            std::fs::remove_dir_all(ms.state.pin_dir.join("progs")).unwrap();
+            std::fs::remove_dir_all(ms.policy().pin_dir.join("maps")).unwrap();
+            std::fs::remove_dir_all(ms.policy().pin_dir.join("progs")).unwrap();
         }, true),
-        ("link pin deleted", |ms| std::fs::remove_file(ms.state.link_pin("veth103i0", Hook::Egress)).unwrap(), false),
+        ("link pin deleted", |ms| std::fs::remove_file(ms.policy().link_pin("veth103i0", "microseg_enforce")).unwrap(), false),
         ("rules map with another capacity", |ms| plant_map(ms, "rules", 4, 1, 10), true),
         ("rules map with another value size", |ms| plant_map(ms, "rules", 4, 8, 1 << 20), true),
         ("group map with another key size", |ms| plant_map(ms, "tap_to_group", 8, 4, 65536), true),
@@ -248,7 +255,7 @@ fn lost_or_corrupt_state_is_detected_and_repaired() {
 
 /// Replaces a pinned map with one of another shape.
 fn plant_map(ms: &Microseg, name: &str, key: u32, value: u32, entries: u32) {
-    let path = ms.state.map_pin(name);
+    let path = ms.policy().map_pin(name);
     std::fs::remove_file(&path).unwrap();
     let fd = sys::map_create(sys::BPF_MAP_TYPE_HASH, key, value, entries, 1).unwrap();
     sys::obj_pin(fd.as_fd(), &path).unwrap();
@@ -302,13 +309,13 @@ fn a_link_held_open_elsewhere_is_adopted_not_duplicated() {
     sandbox.write_config(&config_b());
     ms.apply_full().unwrap();
     // Another process keeps the link open, then its pin disappears.
-    let pin = ms.state.link_pin("veth103i0", Hook::Ingress);
+    let pin = ms.policy().link_pin("veth103i0", "microseg_stamp");
     let held = sys::obj_get(&pin).unwrap();
     let id = sys::link_info(held.as_fd()).unwrap().id;
     std::fs::remove_file(&pin).unwrap();
     let report = ms.apply_full().unwrap();
     assert_eq!(report.links_created, 1);
-    assert_eq!(snapshot(&ms).links["veth103i0-ingress"].0, id, "the held link was not adopted");
+    assert_eq!(snapshot(&ms).links["veth103i0:microseg_stamp"].0, id, "the held link was not adopted");
     drop(held);
     assert_converged(&ms, &config_b(), "after adopting");
 }

@@ -8,7 +8,8 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use microseg::{config, resolve};
+use microseg::config;
+use microseg::subsystems::microseg::resolve;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use microseg::bpf::{MICROSEG_TEST_CODE_OBJECT, MICROSEG_TEST_LAYOUT_OBJECT};
-use microseg::sys;
+use microseg::testobjects::{MICROSEG_CODE as MICROSEG_TEST_CODE_OBJECT, MICROSEG_LAYOUT as MICROSEG_TEST_LAYOUT_OBJECT};
+use microseg::kernel::sys;
+use microseg::subsystems::microseg::maps::NicKey;
 use microseg::IfaceOutcome;
 
 use common::*;
@@ -107,17 +108,17 @@ fn layout_change_verifies_rebuilds_and_keeps_enforcing() {
     let m0 = lab.measure();
 
     let other = sandbox.microseg_with(MICROSEG_TEST_LAYOUT_OBJECT);
-    match other.state.freshness().unwrap() {
-        microseg::state::Freshness::Stale { layout_changed: true, reason } => {
+    match other.policy().freshness().unwrap() {
+        microseg::kernel::state::Freshness::Stale { layout_changed: true, reason } => {
             assert!(reason.contains("pinned map 'tap_to_group' has capacity 65536 (object wants 4)"), "{reason}")
         }
         f => panic!("layout change not detected: {f:?}"),
     }
     let report = other.apply_full().unwrap();
     assert!(report.loaded);
-    let rules = sys::obj_get(&other.state.map_pin("rules")).unwrap();
+    let rules = sys::obj_get(&other.policy().map_pin("rules")).unwrap();
     assert_eq!(sys::map_info(rules.as_fd()).unwrap().max_entries, 4096);
-    let taps = sys::obj_get(&other.state.map_pin("tap_to_group")).unwrap();
+    let taps = sys::obj_get(&other.policy().map_pin("tap_to_group")).unwrap();
     assert_eq!(sys::map_info(taps.as_fd()).unwrap().max_entries, 4);
     let after = snapshot(&other);
     assert_eq!(link_ids(&after), link_ids(&before), "links were not kept across the rebuild");
@@ -138,7 +139,7 @@ fn restarted_guest_with_recycled_ifindex_is_reclaimed() {
     let ms = sandbox.microseg();
     ms.apply_full().unwrap();
     let m0 = lab.measure();
-    let old = microseg::netdev::ifindex("veth101i0").unwrap();
+    let old = microseg::kernel::netdev::ifindex("veth101i0").unwrap();
 
     // The guest stops; its old ifindex goes to an unrelated netdev; it starts
     // again under the same name and a new ifindex.
@@ -147,7 +148,7 @@ fn restarted_guest_with_recycled_ifindex_is_reclaimed() {
     lab.endpoints.retain(|e| e.name != "veth101i0");
     lab.add_veth("veth101i0", 1, false);
     sh("ip link set veth101i0 master vmbr0");
-    let new = microseg::netdev::ifindex("veth101i0").unwrap();
+    let new = microseg::kernel::netdev::ifindex("veth101i0").unwrap();
     assert_ne!(new, old);
 
     let out = ms.apply_iface(b"veth101i0").unwrap();
@@ -155,8 +156,8 @@ fn restarted_guest_with_recycled_ifindex_is_reclaimed() {
     assert_eq!(report.links_created, 2, "stale link pins were not reclaimed");
     sh("ip link set veth101i0 up");
     let s = snapshot(&ms);
-    for hook in ["egress", "ingress"] {
-        assert_eq!(s.links[&format!("veth101i0-{hook}")].2, new);
+    for prog in ["microseg_enforce", "microseg_stamp"] {
+        assert_eq!(s.links[&format!("veth101i0:{prog}")].2, new);
     }
     assert!(s.links.values().all(|l| l.2 != old), "a link still sits on the recycled ifindex");
     assert_eq!(lab.measure(), m0);
@@ -164,5 +165,5 @@ fn restarted_guest_with_recycled_ifindex_is_reclaimed() {
     // The full pass drops the stale mapping of the old ifindex.
     let r = ms.apply_full().unwrap();
     assert_eq!(r.map_deletes, 1);
-    assert!(!snapshot(&ms).taps.contains_key(old.to_ne_bytes().as_slice()));
+    assert!(!snapshot(&ms).taps.contains_key(&NicKey { ifindex: old }));
 }

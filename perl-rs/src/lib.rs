@@ -1,42 +1,83 @@
 //! The FFI boundary between the XS glue (`glue.c`) and the microseg core.
 //!
-//! Every entry point runs the core under `catch_unwind` and reports failure
-//! as a message string; the glue croaks with it only after Rust has returned,
-//! so no Rust frame is ever skipped by Perl's longjmp and no panic crosses
-//! into C. Nothing here keeps state between calls except the logger.
+//! Every Perl function is one row of [`FUNCTIONS`]; `glue.c` registers them
+//! all with one dispatching XSUB. Each call runs under `catch_unwind` and
+//! hands back one encoded value (see `value`): `[result, warnings]` on
+//! success, `[message, warnings]` on failure. The glue warns and croaks only
+//! after Rust has returned and the buffer is freed, so no Rust frame is ever
+//! skipped by Perl's longjmp and no panic crosses into C. Nothing here keeps
+//! state between calls except the logger.
 
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use microseg::{IfaceOutcome, Report};
+use anyhow::{anyhow, bail, Result};
+use serde_json::Value;
 
 mod logger;
+mod value;
 
-/// Mirrors `struct ms_report` in glue.c.
+/// One argument as the glue saw it, after get-magic.
 #[repr(C)]
-pub struct MsReport {
-    loaded: u32,
-    map_writes: u32,
-    map_deletes: u32,
-    links_created: u32,
-    links_updated: u32,
-    links_detached: u32,
-    nics: u32,
+pub struct MsArg {
+    ptr: *const u8,
+    len: usize,
+    /// `ARG_*`.
+    kind: u32,
 }
 
-impl From<&Report> for MsReport {
-    fn from(r: &Report) -> Self {
-        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        MsReport {
-            loaded: u32::from(r.loaded),
-            map_writes: n(r.map_writes),
-            map_deletes: n(r.map_deletes),
-            links_created: n(r.links_created),
-            links_updated: n(r.links_updated),
-            links_detached: n(r.links_detached),
-            nics: n(r.nics),
-        }
+const ARG_UNDEF: u32 = 0;
+const ARG_STRING: u32 = 1;
+const ARG_REF: u32 = 2;
+
+/// A buffer owned by Rust, released with `microseg_rs_free_buf`.
+#[repr(C)]
+pub struct MsBuf {
+    ptr: *mut u8,
+    len: usize,
+    cap: usize,
+}
+
+/// A Perl-visible function: its name, its parameters (for usage messages),
+/// and the core call behind it.
+struct Function {
+    name: &'static str,
+    params: &'static [&'static str],
+    call: fn(&[&[u8]]) -> Result<Value>,
+}
+
+const FUNCTIONS: &[Function] = &[
+    Function { name: "apply_full", params: &[], call: |_| Ok(serde_json::to_value(microseg::apply_full()?)?) },
+    Function {
+        name: "apply_iface",
+        params: &["iface"],
+        call: |a| Ok(Value::from(microseg::apply_iface(a[0])?.word())),
+    },
+    Function {
+        name: "clear",
+        params: &[],
+        call: |_| {
+            microseg::clear()?;
+            Ok(Value::Null)
+        },
+    },
+    Function {
+        name: "effective_policy_json",
+        params: &[],
+        call: |_| Ok(Value::from(microseg::effective_policy()?.to_string())),
+    },
+    // The keys of the hash apply_full returns, from the same definition.
+    Function { name: "_report_fields", params: &[], call: |_| Ok(Value::from(microseg::Report::fields())) },
+    Function { name: "_test_panic", params: &[], call: |_| test_panic() },
+];
+
+/// A panic on demand, for the test suite; refuses unless
+/// `PVE_MICROSEG_TEST_HOOKS=1`.
+fn test_panic() -> Result<Value> {
+    if std::env::var_os("PVE_MICROSEG_TEST_HOOKS").as_deref() != Some("1".as_ref()) {
+        bail!("microseg: test hooks are disabled (set PVE_MICROSEG_TEST_HOOKS=1)");
     }
+    panic!("test panic requested through _test_panic");
 }
 
 extern "C" {
@@ -54,125 +95,97 @@ pub unsafe extern "C" fn boot_PVE__RS__SDN__Microseg(perl: *mut c_void, cv: *mut
     microseg_glue_boot(perl, cv);
 }
 
-/// Runs `f`, turning an error or a panic into a message for Perl: the anyhow
-/// context chain on one line, ending in "\n" so Perl adds no " at FILE line N".
-fn guarded<T>(err: *mut *mut c_char, f: impl FnOnce() -> anyhow::Result<T>) -> Option<T> {
-    logger::refresh_level();
-    let msg = match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => return Some(v),
-        Ok(Err(e)) => format!("{e:#}"),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            format!("microseg: internal error (panic): {what}")
+/// The name of function `index` (NUL-terminated, static), or null past the end.
+#[no_mangle]
+pub extern "C" fn microseg_rs_function(index: u32) -> *const c_char {
+    static NAMES: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| FUNCTIONS.iter().map(|f| std::ffi::CString::new(f.name).unwrap()).collect());
+    names.get(index as usize).map_or(std::ptr::null(), |n| n.as_ptr())
+}
+
+fn usage(f: &Function) -> String {
+    format!("Usage: PVE::RS::SDN::Microseg::{}({})", f.name, f.params.join(", "))
+}
+
+/// Checks the arguments and runs the function: the error for a wrong
+/// call names the function's usage.
+fn dispatch(f: &Function, args: &[MsArg], argc: usize) -> Result<Value> {
+    if argc != f.params.len() || args.len() != argc {
+        bail!("{}\n", usage(f));
+    }
+    let mut bytes = Vec::with_capacity(args.len());
+    for (arg, param) in args.iter().zip(f.params) {
+        match arg.kind {
+            ARG_UNDEF => bail!("{}: {param} is undefined\n", usage(f)),
+            ARG_REF => bail!("{}: {param} must be a string, not a reference\n", usage(f)),
+            ARG_STRING if arg.ptr.is_null() => bytes.push(&[][..]),
+            // SAFETY: the glue passes a pointer to `len` bytes of a mortal
+            // copy that lives until the XSUB returns.
+            ARG_STRING => bytes.push(unsafe { std::slice::from_raw_parts(arg.ptr, arg.len) }),
+            other => return Err(anyhow!("microseg: internal error: argument kind {other}")),
+        }
+    }
+    (f.call)(&bytes)
+}
+
+/// Runs function `index` with `argc` arguments (of which the first
+/// `args_len` are in `args`) and stores `[result or message, warnings]` in
+/// `*out`. Returns 0 on success, -1 on failure.
+///
+/// # Safety
+/// `args` points to `args_len` arguments; `out` to the glue's local.
+#[no_mangle]
+pub unsafe extern "C" fn microseg_rs_call(
+    index: u32,
+    args: *const MsArg,
+    args_len: usize,
+    argc: usize,
+    out: *mut MsBuf,
+) -> c_int {
+    logger::begin_call();
+    let args = if args.is_null() { &[][..] } else { std::slice::from_raw_parts(args, args_len) };
+    let result = match FUNCTIONS.get(index as usize) {
+        None => Err(format!("microseg: internal error: no function {index}")),
+        Some(f) => match catch_unwind(AssertUnwindSafe(|| dispatch(f, args, argc))) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(format!("microseg: internal error (panic): {what}"))
+            }
+        },
+    };
+    let (rc, first) = match result {
+        Ok(v) => (0, v),
+        Err(msg) => {
+            // Usage errors are the caller's, not the node's: not logged.
+            if !msg.starts_with("Usage: ") {
+                log::error!("{}", msg.trim_end());
+            }
+            let mut msg = msg.replace('\0', "\\0");
+            if !msg.ends_with('\n') {
+                msg.push('\n');
+            }
+            (-1, Value::from(msg))
         }
     };
-    log::error!("{msg}");
-    let mut msg = msg.replace('\0', "\\0");
-    if !msg.ends_with('\n') {
-        msg.push('\n');
-    }
-    if !err.is_null() {
-        // SAFETY: err points to the glue's `char *err`.
-        unsafe { *err = CString::new(msg).expect("NULs replaced").into_raw() };
-    }
-    None
+    let warnings: Vec<Value> = logger::end_call().into_iter().map(|w| Value::from(format!("{w}\n"))).collect();
+    let mut buf = Vec::new();
+    value::encode(&Value::Array(vec![first, Value::Array(warnings)]), &mut buf);
+    let mut buf = std::mem::ManuallyDrop::new(buf);
+    *out = MsBuf { ptr: buf.as_mut_ptr(), len: buf.len(), cap: buf.capacity() };
+    rc
 }
 
 /// # Safety
-/// `report` and `err` point to the glue's locals.
+/// `buf` was handed out by `microseg_rs_call`, and is freed once.
 #[no_mangle]
-pub unsafe extern "C" fn microseg_rs_apply_full(report: *mut MsReport, err: *mut *mut c_char) -> c_int {
-    match guarded(err, microseg::apply_full) {
-        Some(r) => {
-            *report = MsReport::from(&r);
-            0
-        }
-        None => -1,
-    }
-}
-
-/// # Safety
-/// `name` points to `len` bytes; the out-pointers to the glue's locals.
-#[no_mangle]
-pub unsafe extern "C" fn microseg_rs_apply_iface(
-    name: *const c_char,
-    len: usize,
-    outcome: *mut *const c_char,
-    report: *mut MsReport,
-    err: *mut *mut c_char,
-) -> c_int {
-    let bytes = if name.is_null() { &[][..] } else { std::slice::from_raw_parts(name.cast::<u8>(), len) };
-    match guarded(err, || microseg::apply_iface(bytes)) {
-        Some(out) => {
-            let (word, r): (&'static [u8], Report) = match out {
-                IfaceOutcome::NotGuestNic => (b"not-guest-nic\0", Report::default()),
-                IfaceOutcome::Unassigned => (b"unassigned\0", Report::default()),
-                IfaceOutcome::Vanished => (b"vanished\0", Report::default()),
-                IfaceOutcome::Enforced { report, .. } => (b"enforced\0", report),
-                IfaceOutcome::FullPass(report) => (b"full-pass\0", report),
-            };
-            *outcome = word.as_ptr().cast();
-            *report = MsReport::from(&r);
-            0
-        }
-        None => -1,
-    }
-}
-
-/// # Safety
-/// `err` points to the glue's local.
-#[no_mangle]
-pub unsafe extern "C" fn microseg_rs_clear(err: *mut *mut c_char) -> c_int {
-    match guarded(err, microseg::clear) {
-        Some(()) => 0,
-        None => -1,
-    }
-}
-
-/// The resolved policy as a JSON string (see `Microseg::effective_policy`).
-///
-/// # Safety
-/// `json` and `err` point to the glue's locals; `*json` is freed with `microseg_rs_free`.
-#[no_mangle]
-pub unsafe extern "C" fn microseg_rs_effective_policy(json: *mut *mut c_char, err: *mut *mut c_char) -> c_int {
-    match guarded(err, || Ok(microseg::effective_policy()?.to_string())) {
-        Some(text) => {
-            // JSON escapes control characters, so there is no NUL in it.
-            *json = CString::new(text).expect("JSON has no NUL").into_raw();
-            0
-        }
-        None => -1,
-    }
-}
-
-/// A panic on demand, for the test suite; refuses unless
-/// `PVE_MICROSEG_TEST_HOOKS=1`.
-///
-/// # Safety
-/// `err` points to the glue's local.
-#[no_mangle]
-pub unsafe extern "C" fn microseg_rs_test_panic(err: *mut *mut c_char) -> c_int {
-    let r = guarded(err, || {
-        if std::env::var_os("PVE_MICROSEG_TEST_HOOKS").as_deref() != Some("1".as_ref()) {
-            anyhow::bail!("microseg: test hooks are disabled (set PVE_MICROSEG_TEST_HOOKS=1)");
-        }
-        panic!("test panic requested through _test_panic");
-    });
-    match r {
-        Some(()) => 0,
-        None => -1,
-    }
-}
-
-/// # Safety
-/// `err` is null or a message handed out by this library, freed once.
-#[no_mangle]
-pub unsafe extern "C" fn microseg_rs_free(err: *mut c_char) {
-    if !err.is_null() {
-        drop(CString::from_raw(err));
+pub unsafe extern "C" fn microseg_rs_free_buf(buf: MsBuf) {
+    if !buf.ptr.is_null() {
+        drop(Vec::from_raw_parts(buf.ptr, buf.len, buf.cap));
     }
 }

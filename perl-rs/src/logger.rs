@@ -7,7 +7,12 @@
 //!
 //! - `PVE_MICROSEG_LOG`: `off`, `error`, `warn`, `info` (default), `debug`, `trace`;
 //! - `PVE_MICROSEG_LOG_TARGET`: `syslog` (default) or `stderr` (tests, debugging).
+//!
+//! Warnings of a call are also collected (per thread, for that call only)
+//! and handed to the glue, which raises them as Perl warnings: that is how
+//! they reach the PVE task log.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +24,22 @@ struct Logger;
 static LOGGER: Logger = Logger;
 static LEVEL: AtomicUsize = AtomicUsize::new(LevelFilter::Info as usize);
 static TO_STDERR: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Warnings of the call in progress on this thread, if one is.
+    static CAPTURED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// Starts collecting this thread's warnings (and re-reads the settings).
+pub fn begin_call() {
+    refresh_level();
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+}
+
+/// Stops collecting and returns the call's warnings.
+pub fn end_call() -> Vec<String> {
+    CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default()
+}
 
 /// Registers the logger for this shared object's copy of the `log` crate.
 pub fn install() {
@@ -62,7 +83,13 @@ impl Log for Logger {
             return;
         }
         let text = record.args().to_string();
+        let captured = record.level() == Level::Warn
+            && CAPTURED.with(|c| c.borrow_mut().as_mut().map(|v| v.push(text.clone())).is_some());
         if TO_STDERR.load(Ordering::Relaxed) == 1 {
+            if captured {
+                // Perl prints it on stderr as a warning: once is enough.
+                return;
+            }
             let _ = writeln!(std::io::stderr(), "pve-microseg: {}: {text}", record.level().as_str().to_lowercase());
             return;
         }

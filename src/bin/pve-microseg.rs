@@ -1,4 +1,4 @@
-//! `pve-microseg`: the library's three calls from a shell, for administrators
+//! `pve-microseg`: the library's calls from a shell, for administrators
 //! debugging a node, for the fault tests (which need separate processes to
 //! race and to kill) and for measuring the one-shot-process model against the
 //! in-process one. pve-network itself never runs it: it calls the library.
@@ -11,10 +11,15 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let arg = |i: usize| args.get(i).map(|a| a.to_string_lossy().into_owned());
     let result = match (arg(0).as_deref(), args.len()) {
-        (Some("apply-full"), 1) => microseg::apply_full().map(|r| format!("{r:?}")),
+        (Some("apply-full"), 1) => microseg::apply_full().map(|r| r.to_string()),
         (Some("apply-iface"), 2) => {
             use std::os::unix::ffi::OsStrExt;
-            microseg::apply_iface(args[1].as_bytes()).map(|o| format!("{o:?}"))
+            microseg::apply_iface(args[1].as_bytes()).map(|o| match &o {
+                microseg::IfaceOutcome::Enforced { report, .. } | microseg::IfaceOutcome::FullPass(report) => {
+                    format!("{}: {report}", o.word())
+                }
+                other => other.word().to_string(),
+            })
         }
         (Some("clear"), 1) => microseg::clear().map(|()| "cleared".to_string()),
         (Some("policy"), 1) => microseg::effective_policy().map(|p| p.to_string()),

@@ -15,9 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use microseg::bpf::MICROSEG_OBJECT;
+use microseg::kernel::maps::{MapDef, Shared};
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey, RuleValue, RULES, TAP_TO_GROUP};
+use microseg::subsystems::microseg::OBJECT as MICROSEG_OBJECT;
 use microseg::config::{Mark, MicrosegConfig};
-use microseg::resolve::{PairTable, Verdict};
+use microseg::subsystems::microseg::resolve::{PairTable, Verdict};
 use microseg::{Microseg, Settings};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -592,40 +594,41 @@ pub struct Snapshot {
     pub files: Vec<String>,
     /// link pin -> (link id, program id, ifindex)
     pub links: BTreeMap<String, (u32, u32, u32)>,
-    pub rules: BTreeMap<Vec<u8>, Vec<u8>>,
-    pub taps: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub rules: BTreeMap<RuleKey, RuleValue>,
+    pub taps: BTreeMap<NicKey, NicValue>,
     /// program pin -> program id
     pub progs: BTreeMap<String, u32>,
 }
 
 pub fn snapshot(ms: &Microseg) -> Snapshot {
-    use microseg::sys;
+    use microseg::kernel::sys;
     use std::os::fd::AsFd;
     let mut links = BTreeMap::new();
-    for l in ms.state.link_pins().unwrap() {
+    for l in ms.policy().link_pins().unwrap() {
         let fd = sys::obj_get(&l.path).unwrap();
         let i = sys::link_info(fd.as_fd()).unwrap();
-        links.insert(format!("{}-{}", l.nic, l.hook.as_str()), (i.id, i.prog_id, i.ifindex));
+        links.insert(format!("{}:{}", l.netdev, l.program), (i.id, i.prog_id, i.ifindex));
     }
-    let dump = |name: &str, key_size: usize, value_size: usize| {
+    // Walked key by key, independently of the batched dump the library uses.
+    fn walk<K: Shared, V: Shared>(ms: &Microseg, def: &MapDef<K, V>) -> BTreeMap<K, V> {
         let mut out = BTreeMap::new();
-        if let Ok(fd) = sys::obj_get(&ms.state.map_pin(name)) {
-            for k in sys::map_keys(fd.as_fd(), key_size).unwrap() {
-                let mut v = vec![0u8; value_size];
-                if sys::map_lookup(fd.as_fd(), &k, &mut v).unwrap() {
+        if let Ok(fd) = sys::obj_get(&ms.policy().map_pin(def.name)) {
+            let map = def.open_fd(fd.as_fd()).unwrap();
+            for k in map.keys().unwrap() {
+                if let Some(v) = map.get(&k).unwrap() {
                     out.insert(k, v);
                 }
             }
         }
         out
-    };
+    }
     let mut progs = BTreeMap::new();
-    for p in ms.state.sub.programs {
-        if let Ok(fd) = sys::obj_get(&ms.state.prog_pin(p.name)) {
+    for p in ms.policy().spec.programs {
+        if let Ok(fd) = sys::obj_get(&ms.policy().prog_pin(p.name)) {
             progs.insert(p.name.to_string(), sys::prog_id(&fd).unwrap());
         }
     }
-    Snapshot { files: state_files(&ms.settings), links, rules: dump("rules", 4, 1), taps: dump("tap_to_group", 4, 4), progs }
+    Snapshot { files: state_files(&ms.settings), links, rules: walk(ms, &RULES), taps: walk(ms, &TAP_TO_GROUP), progs }
 }
 
 impl Lab {

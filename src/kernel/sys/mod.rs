@@ -5,6 +5,10 @@
 //! detach TCX links, read object info, test runs) goes through these thin
 //! wrappers. Each attr struct mirrors the member of `union bpf_attr` in
 //! `<linux/bpf.h>` that its command reads; the kernel zero-fills the rest.
+//!
+//! The map element commands read and write as many bytes as the *kernel's*
+//! map says, whatever buffer they are given, so they are `unsafe`: the safe
+//! way in is `kernel::maps`, whose typed handles check both sizes once.
 
 use std::ffi::CString;
 use std::io;
@@ -160,10 +164,43 @@ struct LinkCreateAttr {
     expected_revision: u64,
 }
 
-/// Creates a TCX link (`BPF_LINK_CREATE`), appended to the device's chain.
-pub fn link_create_tcx(prog: BorrowedFd<'_>, ifindex: u32, attach_type: u32) -> io::Result<OwnedFd> {
-    let mut attr =
-        LinkCreateAttr { prog_fd: prog.as_raw_fd() as u32, target_ifindex: ifindex, attach_type, ..Default::default() };
+/// `BPF_F_BEFORE`, `BPF_F_AFTER` and `BPF_F_ID` of `<linux/bpf.h>` (6.6).
+pub const BPF_F_BEFORE: u32 = 1 << 3;
+pub const BPF_F_AFTER: u32 = 1 << 4;
+pub const BPF_F_ID: u32 = 1 << 5;
+
+/// Where a new TCX link goes in the device's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcxPosition {
+    /// At the end of the chain.
+    Append,
+    /// Right before the program with this id.
+    BeforeProg(u32),
+}
+
+/// Creates a TCX link (`BPF_LINK_CREATE`) at `position`. With
+/// `expected_revision` (not 0) the kernel refuses with `ESTALE` if the chain
+/// changed since it was queried.
+pub fn link_create_tcx(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+    position: TcxPosition,
+    expected_revision: u64,
+) -> io::Result<OwnedFd> {
+    let (flags, relative_fd) = match position {
+        TcxPosition::Append => (0, 0),
+        TcxPosition::BeforeProg(id) => (BPF_F_BEFORE | BPF_F_ID, id),
+    };
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type,
+        flags,
+        relative_fd,
+        _pad: 0,
+        expected_revision,
+    };
     bpf(BPF_LINK_CREATE, &mut attr).map(fd_from)
 }
 
@@ -219,25 +256,38 @@ fn not_found(e: io::Error) -> io::Result<bool> {
     }
 }
 
-/// Looks `key` up; `value` must be the map's value size. `false` if absent.
-pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+/// Looks `key` up. `false` if absent.
+///
+/// # Safety
+/// `key` and `value` must be at least the map's key and value sizes.
+pub unsafe fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
     let mut attr = elem_attr(map, key.as_ptr(), value.as_mut_ptr() as u64, 0);
     bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(|_| true).or_else(not_found)
 }
 
-pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+/// Creates or replaces `key`.
+///
+/// # Safety
+/// `key` and `value` must be at least the map's key and value sizes.
+pub unsafe fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
     let mut attr = elem_attr(map, key.as_ptr(), value.as_ptr() as u64, BPF_ANY);
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
 }
 
 /// Deletes `key`; `false` if it was not there.
-pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
+///
+/// # Safety
+/// `key` must be at least the map's key size.
+pub unsafe fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
     let mut attr = elem_attr(map, key.as_ptr(), 0, 0);
     bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(|_| true).or_else(not_found)
 }
 
-/// Every key of a hash map, each `key_size` bytes.
-pub fn map_keys(map: BorrowedFd<'_>, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
+/// Every key of a hash map, each `key_size` bytes, one syscall per key.
+///
+/// # Safety
+/// `key_size` must be the map's key size.
+pub unsafe fn map_keys(map: BorrowedFd<'_>, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
     let mut keys = Vec::new();
     let mut prev: Option<Vec<u8>> = None;
     loop {
@@ -272,7 +322,10 @@ struct BatchAttr {
 /// Every entry of a hash map as (key, value), read in batches
 /// (`BPF_MAP_LOOKUP_BATCH`): a handful of syscalls for 100k entries, where
 /// walking keys one by one costs two per entry.
-pub fn map_dump(map: BorrowedFd<'_>, key_size: usize, value_size: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+///
+/// # Safety
+/// `key_size` and `value_size` must be the map's key and value sizes.
+pub unsafe fn map_dump(map: BorrowedFd<'_>, key_size: usize, value_size: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut chunk = 4096usize;
     let mut token = [0u64; 1];
@@ -315,7 +368,10 @@ pub fn map_dump(map: BorrowedFd<'_>, key_size: usize, value_size: usize) -> io::
 }
 
 /// Writes `keys[i] -> values[i]` for all entries (`BPF_MAP_UPDATE_BATCH`).
-pub fn map_update_batch(map: BorrowedFd<'_>, keys: &[u8], values: &[u8], count: usize) -> io::Result<()> {
+///
+/// # Safety
+/// `keys` and `values` must hold `count` keys and values of the map's sizes.
+pub unsafe fn map_update_batch(map: BorrowedFd<'_>, keys: &[u8], values: &[u8], count: usize) -> io::Result<()> {
     if count == 0 {
         return Ok(());
     }
@@ -330,7 +386,10 @@ pub fn map_update_batch(map: BorrowedFd<'_>, keys: &[u8], values: &[u8], count: 
 }
 
 /// Deletes all `keys` (`BPF_MAP_DELETE_BATCH`); every key must exist.
-pub fn map_delete_batch(map: BorrowedFd<'_>, keys: &[u8], count: usize) -> io::Result<()> {
+///
+/// # Safety
+/// `keys` must hold `count` keys of the map's key size.
+pub unsafe fn map_delete_batch(map: BorrowedFd<'_>, keys: &[u8], count: usize) -> io::Result<()> {
     if count == 0 {
         return Ok(());
     }
@@ -427,13 +486,22 @@ struct ProgQueryAttr {
     revision: u64,
 }
 
-/// The ids of the programs attached to a TCX hook of `ifindex`, in order.
-pub fn prog_query_tcx(ifindex: u32, attach_type: u32) -> io::Result<Vec<u32>> {
-    query_tcx(ifindex, attach_type).map(|(progs, _)| progs)
+/// A TCX hook's chain: program ids in order, their link ids (0 for a
+/// non-link attachment), and the chain's revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcxChain {
+    pub progs: Vec<u32>,
+    pub links: Vec<u32>,
+    pub revision: u64,
 }
 
-/// Program ids and their link ids (0 for a non-link attachment) on a TCX hook.
-pub fn query_tcx(ifindex: u32, attach_type: u32) -> io::Result<(Vec<u32>, Vec<u32>)> {
+/// The ids of the programs attached to a TCX hook of `ifindex`, in order.
+pub fn prog_query_tcx(ifindex: u32, attach_type: u32) -> io::Result<Vec<u32>> {
+    query_tcx(ifindex, attach_type).map(|c| c.progs)
+}
+
+/// The chain of a TCX hook (`BPF_PROG_QUERY`).
+pub fn query_tcx(ifindex: u32, attach_type: u32) -> io::Result<TcxChain> {
     let mut progs = vec![0u32; 64];
     let mut links = vec![0u32; 64];
     let mut attr = ProgQueryAttr {
@@ -447,7 +515,7 @@ pub fn query_tcx(ifindex: u32, attach_type: u32) -> io::Result<(Vec<u32>, Vec<u3
     bpf(BPF_PROG_QUERY, &mut attr)?;
     progs.truncate(attr.prog_cnt as usize);
     links.truncate(attr.prog_cnt as usize);
-    Ok((progs, links))
+    Ok(TcxChain { progs, links, revision: attr.revision })
 }
 
 #[repr(C)]

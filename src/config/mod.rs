@@ -1,0 +1,328 @@
+//! The `microseg` part of the SDN running config (SPEC section 2).
+//!
+//! The file carries the whole SDN configuration; only the `microseg` key is
+//! read (and the peers of VXLAN zones). Sections follow the proxmox-ve-config
+//! conventions: `{ "ids": { id: { "type": ..., ... } } }`, numbers may arrive
+//! as JSON strings and booleans as 0/1 (`perl`), and unknown types and fields
+//! only warn so that a newer pve-network does not break an older library.
+//! One module per section family: `policy`, `underlay`.
+
+mod perl;
+pub mod policy;
+pub mod underlay;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use policy::{validate, Assignment, Group, Rule};
+pub use underlay::VtepGuard;
+
+/// A group mark: 1..=65535. Mark 0 is the unstamped group and never configured.
+pub type Mark = u16;
+
+/// A validated microseg configuration. Maps are keyed by section id, so every
+/// iteration (and so every error message) is deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MicrosegConfig {
+    pub groups: BTreeMap<String, Group>,
+    pub rules: BTreeMap<String, Rule>,
+    pub assignments: BTreeMap<String, Assignment>,
+    pub guard: Option<VtepGuard>,
+    /// Sections of types this module does not parse, by id: `(type, body)`.
+    /// A subsystem may read its own; the rest are warned about once.
+    pub other: BTreeMap<String, (String, Value)>,
+}
+
+impl MicrosegConfig {
+    /// Nothing at all configured: every subsystem is removed.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+            && self.rules.is_empty()
+            && self.assignments.is_empty()
+            && self.guard.is_none()
+            && self.other.is_empty()
+    }
+
+    /// The group of guest NIC `(vmid, iface)`, if it is assigned.
+    pub fn group_of(&self, vmid: u32, iface: u32) -> Option<&Group> {
+        self.assignments
+            .values()
+            .find(|a| a.vmid == vmid && a.iface == iface)
+            .and_then(|a| self.groups.get(&a.group))
+    }
+
+    /// The sections of type `ty` that this module does not parse itself.
+    pub fn sections_of<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+        self.other.iter().filter(move |(_, (t, _))| t == ty).map(|(id, (_, v))| (id.as_str(), v))
+    }
+}
+
+#[derive(Deserialize)]
+struct RunningConfig {
+    #[serde(default)]
+    microseg: Option<SectionMap>,
+    /// Read only for the peers of VXLAN zones, which the VTEP guard admits.
+    #[serde(default)]
+    zones: Option<SectionMap>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SectionMap {
+    #[serde(default)]
+    pub(crate) ids: BTreeMap<String, Value>,
+}
+
+/// Reads the running config at `path`; `None` if there is no such file.
+pub fn load(path: &Path) -> Result<Option<MicrosegConfig>> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("read running config {}", path.display())),
+    };
+    parse(&text).map(Some).with_context(|| format!("running config {}", path.display()))
+}
+
+/// Parses and validates a running config document (the whole SDN JSON).
+pub fn parse(text: &[u8]) -> Result<MicrosegConfig> {
+    let doc: RunningConfig = serde_json::from_slice(text).context("invalid JSON")?;
+    let Some(section_map) = doc.microseg else {
+        return Ok(MicrosegConfig::default());
+    };
+    let mut cfg = MicrosegConfig::default();
+    for (id, value) in section_map.ids {
+        parse_section(&mut cfg, id, value)?;
+    }
+    if let Some(guard) = &mut cfg.guard {
+        guard.peers.extend(underlay::vxlan_zone_peers(doc.zones.as_ref()));
+    }
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+fn parse_section(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
+    let ty = value.get("type").and_then(Value::as_str).map(str::to_owned);
+    match ty.as_deref() {
+        Some("group") => policy::parse_group(cfg, id, value),
+        Some("rule") => policy::parse_rule(cfg, id, value),
+        Some("assignment") => policy::parse_assignment(cfg, id, value),
+        Some("vtep-guard") => underlay::parse_guard(cfg, id, value),
+        Some(other) => {
+            cfg.other.insert(id, (other.to_string(), value));
+            Ok(())
+        }
+        None => {
+            log::warn!("microseg section '{id}': no type, ignored");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn section_from<T: serde::de::DeserializeOwned>(id: &str, ty: &str, value: Value) -> Result<T> {
+    serde_json::from_value(value).with_context(|| format!("microseg {ty} '{id}'"))
+}
+
+pub(crate) fn warn_unknown(id: &str, ty: &str, other: &BTreeMap<String, Value>) {
+    for key in other.keys().filter(|k| *k != "type" && *k != "id") {
+        log::warn!("microseg {ty} '{id}': unknown field '{key}' ignored");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(sections: &str) -> String {
+        format!(r#"{{"version": 7, "zones": {{"ids": {{"z1": {{"type": "vxlan"}}}}}}, "microseg": {{"ids": {{ {sections} }}}}}}"#)
+    }
+
+    fn err(sections: &str) -> String {
+        format!("{:#}", parse(doc(sections).as_bytes()).unwrap_err())
+    }
+
+    #[test]
+    fn spec_example_parses() {
+        let cfg = parse(
+            doc(r#"
+            "app":  { "type": "group", "id": "app", "mark": 10 },
+            "web":  { "type": "group", "id": "web", "mark": 11, "parent": "app" },
+            "mon":  { "type": "group", "id": "mon", "mark": 20 },
+            "r1":   { "type": "rule",  "id": "r1", "src": "mon", "dst": "app", "allow": 1 },
+            "r2":   { "type": "rule",  "id": "r2", "dst": "web", "allow": 1 },
+            "a100": { "type": "assignment", "id": "a100", "vmid": 100, "iface": 0, "group": "web" }"#)
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(cfg.groups.len(), 3);
+        assert_eq!(cfg.groups["web"].parent.as_deref(), Some("app"));
+        assert_eq!(cfg.rules["r2"].src, None);
+        assert!(cfg.rules["r1"].allow);
+        assert_eq!(cfg.group_of(100, 0).unwrap().mark, 11);
+        assert!(cfg.group_of(100, 1).is_none());
+    }
+
+    #[test]
+    fn stringly_numbers_and_booleans() {
+        let cfg = parse(
+            doc(r#"
+            "a": { "type": "group", "mark": "10" },
+            "r": { "type": "rule", "src": "", "dst": "a", "allow": true },
+            "s": { "type": "rule", "src": "a", "dst": "a", "allow": "0" },
+            "x": { "type": "assignment", "vmid": "100", "iface": "2", "group": "a" }"#)
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(cfg.groups["a"].mark, 10);
+        assert_eq!(cfg.rules["r"].src, None);
+        assert!(cfg.rules["r"].allow);
+        assert!(!cfg.rules["s"].allow);
+        assert_eq!((cfg.assignments["x"].vmid, cfg.assignments["x"].iface), (100, 2));
+    }
+
+    #[test]
+    fn missing_allow_is_deny() {
+        let cfg = parse(doc(r#""a": {"type":"group","mark":1}, "r": {"type":"rule","dst":"a"}"#).as_bytes()).unwrap();
+        assert!(!cfg.rules["r"].allow);
+    }
+
+    #[test]
+    fn absent_file_or_key_is_nothing_configured() {
+        assert!(parse(br#"{"version": 1, "zones": {"ids": {}}}"#).unwrap().is_empty());
+        assert!(load(Path::new("/nonexistent/running-config")).unwrap().is_none());
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_ignored() {
+        let cfg = parse(
+            doc(r#""a": { "type": "group", "mark": 1, "comment": "x", "color": 3 },
+                   "f": { "type": "stateful-rule", "whatever": 1 }"#)
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(cfg.groups.len(), 1);
+        assert!(cfg.rules.is_empty());
+        assert_eq!(cfg.sections_of("stateful-rule").map(|(id, _)| id).collect::<Vec<_>>(), ["f"]);
+    }
+
+    #[test]
+    fn mark_out_of_range() {
+        assert_eq!(err(r#""g0": {"type":"group","mark":0}"#), "microseg group 'g0': mark 0 is outside 1..=65535");
+        assert_eq!(
+            err(r#""big": {"type":"group","mark":65536}"#),
+            "microseg group 'big': mark 65536 is outside 1..=65535"
+        );
+        assert!(err(r#""neg": {"type":"group","mark":-1}"#).starts_with("microseg group 'neg'"));
+        assert!(err(r#""s": {"type":"group","mark":"ten"}"#).starts_with("microseg group 's'"));
+    }
+
+    #[test]
+    fn duplicate_mark() {
+        assert_eq!(
+            err(r#""a": {"type":"group","mark":5}, "b": {"type":"group","mark":"5"}"#),
+            "microseg group 'b': mark 5 is already used by group 'a'"
+        );
+    }
+
+    #[test]
+    fn unknown_group_references() {
+        assert_eq!(
+            err(r#""a": {"type":"group","mark":1,"parent":"nope"}"#),
+            "microseg group 'a': parent names unknown group 'nope'"
+        );
+        assert_eq!(
+            err(r#""a": {"type":"group","mark":1}, "r": {"type":"rule","src":"x","dst":"a","allow":1}"#),
+            "microseg rule 'r': src names unknown group 'x'"
+        );
+        assert_eq!(
+            err(r#""a": {"type":"group","mark":1}, "r": {"type":"rule","src":"a","dst":"y","allow":1}"#),
+            "microseg rule 'r': dst names unknown group 'y'"
+        );
+        assert_eq!(
+            err(r#""a": {"type":"group","mark":1}, "n": {"type":"assignment","vmid":1,"iface":0,"group":"z"}"#),
+            "microseg assignment 'n': group names unknown group 'z'"
+        );
+    }
+
+    #[test]
+    fn parent_cycle() {
+        assert_eq!(
+            err(r#""a": {"type":"group","mark":1,"parent":"c"},
+                   "b": {"type":"group","mark":2,"parent":"a"},
+                   "c": {"type":"group","mark":3,"parent":"b"}"#),
+            "microseg group 'a': parent chain forms a cycle (a -> c -> b -> a)"
+        );
+        assert_eq!(
+            err(r#""self": {"type":"group","mark":1,"parent":"self"}"#),
+            "microseg group 'self': parent chain forms a cycle (self -> self)"
+        );
+    }
+
+    #[test]
+    fn duplicate_assignment() {
+        assert_eq!(
+            err(r#""g": {"type":"group","mark":1},
+                   "a1": {"type":"assignment","vmid":100,"iface":0,"group":"g"},
+                   "a2": {"type":"assignment","vmid":"100","iface":"0","group":"g"}"#),
+            "microseg assignment 'a2': vmid 100 iface 0 is already assigned by 'a1'"
+        );
+    }
+
+    #[test]
+    fn malformed_sections_name_the_section() {
+        assert!(err(r#""r": {"type":"rule","allow":1}"#).starts_with("microseg rule 'r': missing field `dst`"));
+        assert!(err(r#""g": {"type":"group","mark":1}, "r": {"type":"rule","dst":"g","allow":2}"#)
+            .starts_with("microseg rule 'r'"));
+        assert!(err(r#""a": {"type":"assignment","vmid":"x","iface":0,"group":"g"}"#)
+            .starts_with("microseg assignment 'a'"));
+        assert!(format!("{:#}", parse(b"{not json").unwrap_err()).starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn vtep_guard_section_and_zone_peers() {
+        let text = r#"{"zones": {"ids": {
+              "vx": {"type": "vxlan", "peers": "192.0.2.1, 192.0.2.2,2001:db8::1"},
+              "evpn": {"type": "evpn", "peers": "192.0.2.99"}}},
+            "microseg": {"ids": {"g": {"type": "vtep-guard", "ifaces": "eno1,eno2", "peers": ["198.51.100.7"]}}}}"#;
+        let cfg = parse(text.as_bytes()).unwrap();
+        let g = cfg.guard.unwrap();
+        assert_eq!(g.ifaces, ["eno1", "eno2"]);
+        assert_eq!(g.port, 4789);
+        let peers: Vec<String> = g.peers.iter().map(|p| p.to_string()).collect();
+        assert_eq!(peers, ["192.0.2.1", "192.0.2.2", "198.51.100.7"]);
+        assert!(!cfg.groups.is_empty() || cfg.rules.is_empty());
+    }
+
+    #[test]
+    fn vtep_guard_errors() {
+        assert_eq!(err(r#""g": {"type": "vtep-guard", "ifaces": ""}"#), "microseg vtep-guard 'g': ifaces lists no interface");
+        assert_eq!(
+            err(r#""g": {"type": "vtep-guard", "ifaces": "eth0", "port": 0}"#),
+            "microseg vtep-guard 'g': port 0 is outside 1..=65535"
+        );
+        assert_eq!(
+            err(r#""g": {"type": "vtep-guard", "ifaces": "eth0", "peers": "10.0.0.300"}"#),
+            "microseg vtep-guard 'g': peer '10.0.0.300' is not an IPv4 address"
+        );
+        assert_eq!(
+            err(r#""g": {"type": "vtep-guard", "ifaces": "../x"}"#),
+            "microseg vtep-guard 'g': '../x' is not an interface name"
+        );
+        assert_eq!(
+            err(r#""g": {"type": "vtep-guard", "ifaces": "a"}, "h": {"type": "vtep-guard", "ifaces": "b"}"#),
+            "microseg vtep-guard 'h': only one vtep-guard section is allowed, 'g' is one"
+        );
+    }
+
+    #[test]
+    fn long_parent_chain_is_linear() {
+        let mut s = String::from(r#""g0": {"type":"group","mark":1}"#);
+        for i in 1..10_000 {
+            s.push_str(&format!(r#", "g{i}": {{"type":"group","mark":{},"parent":"g{}"}}"#, i + 1, i - 1));
+        }
+        let cfg = parse(doc(&s).as_bytes()).unwrap();
+        assert_eq!(cfg.groups.len(), 10_000);
+    }
+}

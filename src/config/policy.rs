@@ -1,0 +1,173 @@
+//! Section family of the policy: `group`, `rule`, `assignment` (SPEC
+//! section 2), parsed and validated.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::perl::{perl_bool, perl_opt_string, perl_u64};
+use super::{section_from, warn_unknown, Mark, MicrosegConfig};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub mark: Mark,
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: String,
+    /// `None` is the unstamped group 0.
+    pub src: Option<String>,
+    pub dst: String,
+    pub allow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub id: String,
+    pub vmid: u32,
+    pub iface: u32,
+    pub group: String,
+}
+
+#[derive(Deserialize)]
+struct GroupSection {
+    #[serde(deserialize_with = "perl_u64")]
+    mark: u64,
+    #[serde(default, deserialize_with = "perl_opt_string")]
+    parent: Option<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct RuleSection {
+    #[serde(default, deserialize_with = "perl_opt_string")]
+    src: Option<String>,
+    dst: String,
+    /// Absent means deny: a rule that does not say allow must not open anything.
+    #[serde(default, deserialize_with = "perl_bool")]
+    allow: bool,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct AssignmentSection {
+    #[serde(deserialize_with = "perl_u64")]
+    vmid: u64,
+    #[serde(deserialize_with = "perl_u64")]
+    iface: u64,
+    group: String,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+pub(crate) fn parse_group(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
+    let s: GroupSection = section_from(&id, "group", value)?;
+    warn_unknown(&id, "group", &s.other);
+    if !(1..=u64::from(Mark::MAX)).contains(&s.mark) {
+        bail!("microseg group '{id}': mark {} is outside 1..=65535", s.mark);
+    }
+    let mark = s.mark as Mark;
+    cfg.groups.insert(id.clone(), Group { id, mark, parent: s.parent });
+    Ok(())
+}
+
+pub(crate) fn parse_rule(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
+    let s: RuleSection = section_from(&id, "rule", value)?;
+    warn_unknown(&id, "rule", &s.other);
+    cfg.rules.insert(id.clone(), Rule { id, src: s.src, dst: s.dst, allow: s.allow });
+    Ok(())
+}
+
+pub(crate) fn parse_assignment(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
+    let s: AssignmentSection = section_from(&id, "assignment", value)?;
+    warn_unknown(&id, "assignment", &s.other);
+    let vmid =
+        u32::try_from(s.vmid).with_context(|| format!("microseg assignment '{id}': vmid {} is too large", s.vmid))?;
+    let iface =
+        u32::try_from(s.iface).with_context(|| format!("microseg assignment '{id}': iface {} is too large", s.iface))?;
+    cfg.assignments.insert(id.clone(), Assignment { id, vmid, iface, group: s.group });
+    Ok(())
+}
+
+/// Every check of SPEC section 2 but the rule map capacity, which only
+/// resolution can tell (see `resolve`).
+pub fn validate(cfg: &MicrosegConfig) -> Result<()> {
+    let mut by_mark: HashMap<Mark, &str> = HashMap::new();
+    for g in cfg.groups.values() {
+        if let Some(first) = by_mark.insert(g.mark, &g.id) {
+            bail!("microseg group '{}': mark {} is already used by group '{first}'", g.id, g.mark);
+        }
+        if let Some(parent) = &g.parent {
+            if !cfg.groups.contains_key(parent) {
+                bail!("microseg group '{}': parent names unknown group '{parent}'", g.id);
+            }
+        }
+    }
+    check_parent_cycles(cfg)?;
+    for r in cfg.rules.values() {
+        if let Some(src) = &r.src {
+            if !cfg.groups.contains_key(src) {
+                bail!("microseg rule '{}': src names unknown group '{src}'", r.id);
+            }
+        }
+        if !cfg.groups.contains_key(&r.dst) {
+            bail!("microseg rule '{}': dst names unknown group '{}'", r.id, r.dst);
+        }
+    }
+    let mut nics: HashMap<(u32, u32), &str> = HashMap::new();
+    for a in cfg.assignments.values() {
+        if !cfg.groups.contains_key(&a.group) {
+            bail!("microseg assignment '{}': group names unknown group '{}'", a.id, a.group);
+        }
+        if let Some(first) = nics.insert((a.vmid, a.iface), &a.id) {
+            bail!(
+                "microseg assignment '{}': vmid {} iface {} is already assigned by '{first}'",
+                a.id,
+                a.vmid,
+                a.iface
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Walks every parent chain once (colouring), so a 10,000-deep chain costs
+/// 10,000 steps, not 10,000 squared.
+fn check_parent_cycles(cfg: &MicrosegConfig) -> Result<()> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        Walking,
+        Done,
+    }
+    let mut state: HashMap<&str, State> = HashMap::new();
+    for start in cfg.groups.keys() {
+        let mut path: Vec<&str> = Vec::new();
+        let mut cur = Some(start.as_str());
+        while let Some(id) = cur {
+            match state.get(id) {
+                Some(State::Done) => break,
+                Some(State::Walking) => {
+                    let from = path.iter().position(|p| *p == id).unwrap_or(0);
+                    let mut cycle: Vec<&str> = path[from..].to_vec();
+                    cycle.push(id);
+                    bail!("microseg group '{id}': parent chain forms a cycle ({})", cycle.join(" -> "));
+                }
+                None => {}
+            }
+            state.insert(id, State::Walking);
+            path.push(id);
+            cur = cfg.groups[id].parent.as_deref();
+        }
+        for id in path {
+            state.insert(id, State::Done);
+        }
+    }
+    Ok(())
+}

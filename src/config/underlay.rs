@@ -1,0 +1,86 @@
+//! Section family of the underlay: `vtep-guard` (SPEC section 5), with the
+//! peers of every VXLAN zone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Result};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::perl::{perl_opt_u64, perl_string_list};
+use super::{section_from, warn_unknown, MicrosegConfig, SectionMap};
+
+/// The VTEP guard (section type `vtep-guard`): VXLAN to `port` is accepted
+/// on `ifaces` only from `peers`, which are the peers of every VXLAN zone
+/// plus the section's own `peers` (for EVPN or other VTEPs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VtepGuard {
+    pub id: String,
+    pub ifaces: Vec<String>,
+    pub port: u16,
+    pub peers: BTreeSet<Ipv4Addr>,
+}
+
+#[derive(Deserialize)]
+struct GuardSection {
+    #[serde(deserialize_with = "perl_string_list")]
+    ifaces: Vec<String>,
+    #[serde(default, deserialize_with = "perl_opt_u64")]
+    port: Option<u64>,
+    #[serde(default, deserialize_with = "perl_string_list")]
+    peers: Vec<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+pub(crate) fn parse_guard(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
+    let s: GuardSection = section_from(&id, "vtep-guard", value)?;
+    warn_unknown(&id, "vtep-guard", &s.other);
+    if let Some(first) = &cfg.guard {
+        bail!("microseg vtep-guard '{id}': only one vtep-guard section is allowed, '{}' is one", first.id);
+    }
+    if s.ifaces.is_empty() {
+        bail!("microseg vtep-guard '{id}': ifaces lists no interface");
+    }
+    for iface in &s.ifaces {
+        if iface.len() > 15 || iface.contains(['/', ':']) || iface == "." || iface == ".." {
+            bail!("microseg vtep-guard '{id}': '{iface}' is not an interface name");
+        }
+    }
+    let port = match s.port {
+        None => 4789,
+        Some(p) if (1..=65535).contains(&p) => p as u16,
+        Some(p) => bail!("microseg vtep-guard '{id}': port {p} is outside 1..=65535"),
+    };
+    let mut peers = BTreeSet::new();
+    for p in &s.peers {
+        let addr = p
+            .parse::<Ipv4Addr>()
+            .map_err(|_| anyhow::anyhow!("microseg vtep-guard '{id}': peer '{p}' is not an IPv4 address"))?;
+        peers.insert(addr);
+    }
+    cfg.guard = Some(VtepGuard { id, ifaces: s.ifaces, port, peers });
+    Ok(())
+}
+
+/// The IPv4 peers of every VXLAN zone (`peers`: a comma or space separated
+/// list). IPv6 peers are not guarded yet and are skipped with a warning.
+pub(crate) fn vxlan_zone_peers(zones: Option<&SectionMap>) -> BTreeSet<Ipv4Addr> {
+    let mut peers = BTreeSet::new();
+    for (id, zone) in zones.map(|z| &z.ids).into_iter().flatten() {
+        if zone.get("type").and_then(Value::as_str) != Some("vxlan") {
+            continue;
+        }
+        let Some(list) = zone.get("peers").and_then(Value::as_str) else { continue };
+        for p in list.split([',', ' ', ';']).filter(|p| !p.is_empty()) {
+            match p.parse::<Ipv4Addr>() {
+                Ok(a) => {
+                    peers.insert(a);
+                }
+                Err(_) => log::warn!("zone '{id}': peer '{p}' is not an IPv4 address, not admitted by the VTEP guard"),
+            }
+        }
+    }
+    peers
+}

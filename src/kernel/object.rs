@@ -1,0 +1,139 @@
+//! What the lifecycle code knows of a BPF object: its maps (typed, see
+//! `maps`), its programs with their hooks and order, a fingerprint, and the
+//! map layouts the object defines (for checking reused pins against).
+
+use anyhow::{anyhow, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::kernel::maps::MapDesc;
+use crate::kernel::sys;
+
+/// Which TCX hook of a netdev a program sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    /// Traffic the netdev receives (for a guest NIC: what the guest sends).
+    Ingress,
+    /// Traffic the netdev transmits (for a guest NIC: toward the guest).
+    Egress,
+}
+
+impl Hook {
+    pub fn attach_type(self) -> u32 {
+        match self {
+            Hook::Ingress => sys::BPF_TCX_INGRESS,
+            Hook::Egress => sys::BPF_TCX_EGRESS,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Ingress => "ingress",
+            Hook::Egress => "egress",
+        }
+    }
+}
+
+/// Ranks of the programs of every subsystem. On one hook, a lower rank runs
+/// first: the underlay guards vet what arrives before anything trusts its
+/// mark, and the microseg programs decide last, so that whatever runs
+/// before them (counting, carriers restoring the mark) is seen by them.
+pub mod rank {
+    pub const UNDERLAY_GUARD: u8 = 10;
+    pub const POLICY: u8 = 50;
+}
+
+/// A program of an object, by its function name (also its pin name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramSpec {
+    pub name: &'static str,
+    pub hook: Hook,
+    /// Place among all programs of all subsystems on the same hook.
+    pub rank: u8,
+}
+
+/// One BPF object and its pinned state's identity.
+#[derive(Clone)]
+pub struct ObjectSpec {
+    /// Directory name under the pin root and the run directory.
+    pub name: &'static str,
+    /// Bumped when a map's meaning changes without its shape changing; a
+    /// mismatch rebuilds all state as a layout change does.
+    pub schema_version: u32,
+    pub object: &'static [u8],
+    /// Maps user space reads or writes, all pinned.
+    pub maps: &'static [&'static dyn MapDesc],
+    /// Programs in the order they are attached to a new netdev.
+    pub programs: &'static [ProgramSpec],
+}
+
+impl std::fmt::Debug for ObjectSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectSpec").field("name", &self.name).field("schema_version", &self.schema_version).finish()
+    }
+}
+
+impl ObjectSpec {
+    /// Identifies the object's code and maps: any change means a reload.
+    pub fn fingerprint(&self) -> String {
+        Sha256::digest(self.object).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn program(&self, name: &str) -> Option<&ProgramSpec> {
+        self.programs.iter().find(|p| p.name == name)
+    }
+
+    /// The maps as the object defines them, for checking reused pins against.
+    pub fn map_layouts(&self) -> Result<Vec<MapLayout>> {
+        let obj = aya_obj::Object::parse(self.object).context("parse embedded BPF object")?;
+        self.maps
+            .iter()
+            .map(|desc| {
+                let name = desc.name();
+                let m = obj.maps.get(name).ok_or_else(|| anyhow!("embedded BPF object has no map '{name}'"))?;
+                Ok(MapLayout {
+                    name,
+                    map_type: m.map_type(),
+                    key_size: m.key_size(),
+                    value_size: m.value_size(),
+                    max_entries: m.max_entries(),
+                    map_flags: m.map_flags(),
+                })
+            })
+            .collect()
+    }
+
+    /// The capacity the object gives map `name` (0 if it has no such map).
+    pub fn capacity(&self, name: &str) -> Result<usize> {
+        Ok(self.map_layouts()?.iter().find(|l| l.name == name).map_or(0, |l| l.max_entries as usize))
+    }
+}
+
+/// The shape of a map: what must match for a pinned map to be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapLayout {
+    pub name: &'static str,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+}
+
+impl MapLayout {
+    /// `None` if `info` matches, else what differs.
+    pub fn mismatch(&self, info: &sys::MapInfo) -> Option<String> {
+        let pairs = [
+            ("type", self.map_type, info.map_type),
+            ("key size", self.key_size, info.key_size),
+            ("value size", self.value_size, info.value_size),
+            ("capacity", self.max_entries, info.max_entries),
+            ("flags", self.map_flags, info.map_flags),
+        ];
+        let diffs: Vec<String> = pairs
+            .iter()
+            .filter(|(_, want, have)| want != have)
+            .map(|(what, want, have)| format!("{what} {have} (object wants {want})"))
+            .collect();
+        (!diffs.is_empty()).then(|| format!("pinned map '{}' has {}", self.name, diffs.join(", ")))
+    }
+}

@@ -1,0 +1,119 @@
+//! The one pass that makes a subsystem's kernel state equal its plan.
+//!
+//! Every subsystem goes through the same steps, in an order that never
+//! leaves a target unenforced: sweep leftovers, make the programs current
+//! (an install prefills the new maps before any link is swapped onto them),
+//! write new and changed map entries, attach every target, detach every
+//! link that is not a target, and only then delete stale map entries (a
+//! link still attached never sees its entries vanish first).
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context, Result};
+
+use crate::kernel::links::{AttachOutcome, Ranks, Target};
+use crate::kernel::maps::MapContent;
+use crate::kernel::state::{Freshness, KernelState, Loaded};
+use crate::kernel::testhook::crash_point;
+use crate::report::Report;
+
+/// The desired kernel state of one subsystem on this node.
+#[derive(Default)]
+pub struct Plan {
+    /// Desired contents of the maps user space owns.
+    pub maps: Vec<Box<dyn MapContent>>,
+    /// Netdevs that carry every program of the subsystem.
+    pub targets: Vec<Target>,
+}
+
+impl Plan {
+    /// Writes new and changed entries of every map; returns how many.
+    fn write_maps(&self, loaded: &Loaded) -> Result<usize> {
+        let mut written = 0;
+        for m in &self.maps {
+            let (fd, info) = loaded.map_raw(m.name())?;
+            written += m.write(fd, info).with_context(|| format!("write map {}", m.name()))?;
+        }
+        Ok(written)
+    }
+
+    fn delete_stale(&self, loaded: &Loaded) -> Result<usize> {
+        let mut deleted = 0;
+        for m in &self.maps {
+            let (fd, info) = loaded.map_raw(m.name())?;
+            deleted += m.delete_stale(fd, info).with_context(|| format!("prune map {}", m.name()))?;
+        }
+        Ok(deleted)
+    }
+}
+
+impl KernelState {
+    /// Full pass (caller holds the exclusive lock): afterwards the kernel
+    /// holds exactly `plan`. Returns how many targets are enforced. A target
+    /// that cannot be attached fails the pass (after every other target was
+    /// tried); a link that cannot be detached only warns (over-enforcement
+    /// is safe).
+    pub fn reconcile(&self, plan: &Plan, ranks: &dyn Fn() -> Ranks, report: &mut Report) -> Result<usize> {
+        report.links_detached += self.sweep_tmp_pins();
+        let (loaded, prefilled) = self.ensure_current(&|l| plan.write_maps(l))?;
+        report.loaded |= prefilled.is_some();
+        report.map_writes += prefilled.unwrap_or(0);
+        report.map_writes += plan.write_maps(&loaded).context("sync maps")?;
+        crash_point("full-after-maps");
+
+        let mut failed = Vec::new();
+        for target in &plan.targets {
+            if let Err(e) = self.attach_target(&loaded, target, ranks, report) {
+                let e = e.context(format!("apply {}", target.name));
+                log::error!("{}: {e:#}", self.name());
+                failed.push(format!("{e:#}"));
+            }
+        }
+        crash_point("full-after-attach");
+
+        let wanted: BTreeSet<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+        for link in self.link_pins()? {
+            if !wanted.contains(link.netdev.as_str()) {
+                match self.remove_link(&link) {
+                    Ok(()) => report.links_detached += 1,
+                    Err(e) => log::warn!("{}: detach {}: {e:#}", self.name(), link.path.display()),
+                }
+            }
+        }
+        crash_point("full-before-delete");
+        report.map_deletes += plan.delete_stale(&loaded).context("remove stale map entries")?;
+        if !failed.is_empty() {
+            bail!("{}", failed.join("; "));
+        }
+        Ok(plan.targets.len())
+    }
+
+    /// Additive pass (caller holds the shared lock): writes `plan`'s entries
+    /// and attaches its targets, touching nothing else. `false` when the
+    /// programs are not current: the caller must run a full pass instead.
+    pub fn apply_additive(&self, plan: &Plan, ranks: &dyn Fn() -> Ranks, report: &mut Report) -> Result<bool> {
+        let Freshness::Current(loaded) = self.freshness()? else { return Ok(false) };
+        report.map_writes += plan.write_maps(&loaded)?;
+        crash_point("iface-after-map");
+        for target in &plan.targets {
+            self.attach_target(&loaded, target, ranks, report)?;
+        }
+        Ok(true)
+    }
+
+    /// Attaches every program of the subsystem to `target`, in the declared
+    /// order (microseg: enforcement toward the guest before stamping).
+    fn attach_target(&self, loaded: &Loaded, target: &Target, ranks: &dyn Fn() -> Ranks, report: &mut Report) -> Result<()> {
+        for (i, program) in self.spec.programs.iter().enumerate() {
+            if i > 0 {
+                crash_point("attach-between-programs");
+            }
+            match self.attach(loaded, target, program, ranks)? {
+                AttachOutcome::Present => {}
+                AttachOutcome::Updated => report.links_updated += 1,
+                AttachOutcome::Created | AttachOutcome::Reclaimed => report.links_created += 1,
+            }
+        }
+        Ok(())
+    }
+}

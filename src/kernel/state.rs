@@ -1,0 +1,395 @@
+//! Pinned kernel state of one subsystem (SPEC section 6).
+//!
+//! ```text
+//! <bpf root>/<subsystem>/maps/<map>               pinned maps
+//! <bpf root>/<subsystem>/progs/<program>          pinned programs
+//! <bpf root>/<subsystem>/links/<netdev>:<program> one TCX link per netdev and program
+//! <run dir>/<subsystem>/lock                      flock: see lock.rs
+//! <run dir>/<subsystem>/state.json                schema version, fingerprint, program ids
+//! ```
+//!
+//! The verifier runs only when the state is not current: first install, an
+//! object with another fingerprint, or another map layout. Everything else
+//! (the common path) opens pins. Every write goes to a temporary name and is
+//! renamed into place, so a process killed at any point leaves either the old
+//! or the new pin, and the next call converges.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::programs::SchedClassifier;
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::lock::{self, Lock, Mode};
+use crate::kernel::maps::{MapDef, Shared, TypedMap};
+use crate::kernel::object::ObjectSpec;
+use crate::kernel::sys::{self, MapInfo};
+use crate::kernel::testhook::crash_point;
+
+/// Where one subsystem keeps its pins and its run state.
+#[derive(Debug, Clone)]
+pub struct KernelState {
+    pub spec: ObjectSpec,
+    pub pin_dir: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct RunState {
+    schema_version: u32,
+    fingerprint: String,
+    /// Program pin name -> id: a pin replaced behind our back is not current.
+    #[serde(default)]
+    programs: BTreeMap<String, u32>,
+}
+
+/// Open handles on a current installation. Dropped at the end of each call,
+/// so no descriptor outlives it.
+#[derive(Debug)]
+pub struct Loaded {
+    maps: BTreeMap<&'static str, LoadedMap>,
+    progs: BTreeMap<&'static str, Prog>,
+}
+
+#[derive(Debug)]
+struct LoadedMap {
+    fd: OwnedFd,
+    info: MapInfo,
+}
+
+#[derive(Debug)]
+pub struct Prog {
+    pub fd: OwnedFd,
+    pub id: u32,
+}
+
+impl Loaded {
+    /// The typed handle of a map of this installation; its sizes are
+    /// checked against the kernel's map here.
+    pub fn map<K: Shared, V: Shared>(&self, def: &MapDef<K, V>) -> Result<TypedMap<'_, K, V>> {
+        let m = self.maps.get(def.name).ok_or_else(|| anyhow!("no map '{}' in this object", def.name))?;
+        def.open(m.fd.as_fd(), &m.info)
+    }
+
+    /// A map's descriptor and kernel info, for type-erased map contents.
+    pub fn map_raw(&self, name: &str) -> Result<(std::os::fd::BorrowedFd<'_>, &MapInfo)> {
+        let m = self.maps.get(name).ok_or_else(|| anyhow!("no map '{name}' in this object"))?;
+        Ok((m.fd.as_fd(), &m.info))
+    }
+
+    pub fn prog(&self, name: &str) -> &Prog {
+        &self.progs[name]
+    }
+}
+
+/// Whether the programs and maps can be used as they are.
+#[derive(Debug)]
+pub enum Freshness {
+    Current(Loaded),
+    /// Needs an install; `layout_changed` means the pinned maps cannot be reused.
+    Stale { reason: String, layout_changed: bool },
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Prefix of temporary names. bpffs refuses dots in names, so no dot-files.
+pub(crate) const TMP_PREFIX: &str = "_tmp_";
+
+/// A unique temporary name in `dir`, for pin-then-rename.
+pub(crate) fn tmp_path(dir: &Path, what: &str) -> PathBuf {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{TMP_PREFIX}{what}_{}_{n}", std::process::id()))
+}
+
+pub(crate) fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+impl KernelState {
+    pub fn new(spec: ObjectSpec, bpf_root: &Path, run_root: &Path) -> KernelState {
+        KernelState { pin_dir: bpf_root.join(spec.name), run_dir: run_root.join(spec.name), spec }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
+    fn maps_dir(&self) -> PathBuf {
+        self.pin_dir.join("maps")
+    }
+    fn progs_dir(&self) -> PathBuf {
+        self.pin_dir.join("progs")
+    }
+    pub fn links_dir(&self) -> PathBuf {
+        self.pin_dir.join("links")
+    }
+    fn state_file(&self) -> PathBuf {
+        self.run_dir.join("state.json")
+    }
+    pub fn map_pin(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+    pub fn prog_pin(&self, name: &str) -> PathBuf {
+        self.progs_dir().join(name)
+    }
+
+    /// Whether anything of this subsystem is pinned or recorded.
+    pub fn exists(&self) -> bool {
+        self.pin_dir.exists() || self.state_file().exists()
+    }
+
+    pub fn lock(&self, mode: Mode) -> Result<Lock> {
+        Lock::acquire(&lock::lock_path(&self.run_dir), mode)
+    }
+
+    /// The ids of this subsystem's pinned programs (those that are pinned).
+    pub fn pinned_program_ids(&self) -> BTreeMap<&'static str, u32> {
+        let mut ids = BTreeMap::new();
+        for spec in self.spec.programs {
+            if let Ok(fd) = sys::obj_get(&self.prog_pin(spec.name)) {
+                if let Ok(id) = sys::prog_id(&fd) {
+                    ids.insert(spec.name, id);
+                }
+            }
+        }
+        ids
+    }
+
+    fn read_run_state(&self) -> Result<Option<RunState>> {
+        let path = self.state_file();
+        match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) => {
+                    log::warn!("{}: unreadable run state ({e}), treating as absent", path.display());
+                    Ok(None)
+                }
+            },
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        }
+    }
+
+    fn write_run_state(&self, loaded: &Loaded) -> Result<()> {
+        let state = RunState {
+            schema_version: self.spec.schema_version,
+            fingerprint: self.spec.fingerprint(),
+            programs: loaded.progs.iter().map(|(name, p)| (name.to_string(), p.id)).collect(),
+        };
+        std::fs::create_dir_all(&self.run_dir).with_context(|| format!("create {}", self.run_dir.display()))?;
+        let tmp = tmp_path(&self.run_dir, "state");
+        std::fs::write(&tmp, serde_json::to_vec(&state)?).with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, self.state_file()).with_context(|| format!("rename to {}", self.state_file().display()))
+    }
+
+    /// Opens what is pinned and tells whether it is current. Never loads.
+    pub fn freshness(&self) -> Result<Freshness> {
+        let stale = |reason: String, layout_changed| Ok(Freshness::Stale { reason, layout_changed });
+        let run = self.read_run_state()?;
+        if let Some(run) = &run {
+            if run.schema_version != self.spec.schema_version {
+                let reason =
+                    format!("schema version {} pinned, object has {}", run.schema_version, self.spec.schema_version);
+                return stale(reason, true);
+            }
+        }
+        // aya reuses a pinned map without looking at it: check every one.
+        let mut maps = BTreeMap::new();
+        let mut missing = Vec::new();
+        for layout in self.spec.map_layouts()? {
+            let path = self.map_pin(layout.name);
+            match sys::obj_get(&path) {
+                Ok(fd) => {
+                    let info = sys::map_info(fd.as_fd()).with_context(|| format!("map info {}", path.display()))?;
+                    if let Some(diff) = layout.mismatch(&info) {
+                        return stale(diff, true);
+                    }
+                    maps.insert(layout.name, LoadedMap { fd, info });
+                }
+                Err(e) if is_not_found(&e) => missing.push(layout.name),
+                Err(e) => return Err(e).with_context(|| format!("open pinned map {}", path.display())),
+            }
+        }
+        if !missing.is_empty() {
+            return stale(format!("maps not pinned: {}", missing.join(", ")), false);
+        }
+        let run = match run {
+            None => return stale("no run state".into(), false),
+            Some(run) if run.fingerprint != self.spec.fingerprint() => return stale("BPF object changed".into(), false),
+            Some(run) => run,
+        };
+        let mut progs = BTreeMap::new();
+        for spec in self.spec.programs {
+            let path = self.prog_pin(spec.name);
+            match sys::obj_get(&path) {
+                Ok(fd) => {
+                    let id = sys::prog_id(&fd).with_context(|| format!("program info {}", path.display()))?;
+                    if run.programs.get(spec.name).is_some_and(|&recorded| recorded != id) {
+                        return stale(format!("program pin {} was replaced", spec.name), false);
+                    }
+                    progs.insert(spec.name, Prog { fd, id });
+                }
+                Err(e) if is_not_found(&e) => return stale(format!("program {} not pinned", spec.name), false),
+                Err(e) => return Err(e).with_context(|| format!("open pinned program {}", path.display())),
+            }
+        }
+        Ok(Freshness::Current(Loaded { maps, progs }))
+    }
+
+    /// The current installation: opened if current, else installed (see
+    /// `install`) with `prefill` writing the new maps. Also returns, after an
+    /// install, how many entries `prefill` wrote.
+    pub fn ensure_current(&self, prefill: &dyn Fn(&Loaded) -> Result<usize>) -> Result<(Loaded, Option<usize>)> {
+        match self.freshness()? {
+            Freshness::Current(loaded) => Ok((loaded, None)),
+            Freshness::Stale { reason, layout_changed } => {
+                log::info!("{}: installing BPF programs: {reason}", self.name());
+                let written = std::cell::Cell::new(0);
+                let loaded =
+                    self.install(layout_changed, &|l| prefill(l).map(|n| written.set(n))).context("install")?;
+                Ok((loaded, Some(written.get())))
+            }
+        }
+    }
+
+    /// Runs the verifier on the object with throw-away maps, pinning nothing.
+    pub fn verify_object(&self) -> Result<()> {
+        let mut ebpf = aya::EbpfLoader::new().load(self.spec.object).context("load BPF object (verification)")?;
+        for spec in self.spec.programs {
+            load_program(&mut ebpf, spec.name)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the object (the verifier runs) and makes it current.
+    ///
+    /// With `layout_changed`, the object is first verified against throw-away
+    /// state, and only then are the old maps and programs unpinned. Existing
+    /// links are kept and swapped onto the new programs with
+    /// `bpf_link_update`, after `prefill` has written the desired entries into
+    /// the (new or reused) maps: no netdev is ever without its programs, and
+    /// with prefilled maps no packet sees an empty policy.
+    pub fn install(&self, layout_changed: bool, prefill: &dyn Fn(&Loaded) -> Result<()>) -> Result<Loaded> {
+        if layout_changed {
+            self.verify_object().context("verify new object before replacing the old state")?;
+            self.unpin_maps_and_programs().context("remove old maps and programs")?;
+            crash_point("install-after-unpin");
+        }
+        for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let map_pins: Vec<(&'static str, PathBuf)> =
+            self.spec.maps.iter().map(|m| (m.name(), self.map_pin(m.name()))).collect();
+        let mut loader = aya::EbpfLoader::new();
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(self.spec.object).context("load BPF object")?;
+
+        let mut maps = BTreeMap::new();
+        for (name, path) in &map_pins {
+            let fd = sys::obj_get(path).with_context(|| format!("open pinned map {}", path.display()))?;
+            let info = sys::map_info(fd.as_fd()).with_context(|| format!("map info {}", path.display()))?;
+            maps.insert(*name, LoadedMap { fd, info });
+        }
+        let mut progs = BTreeMap::new();
+        for spec in self.spec.programs {
+            let prog = load_program(&mut ebpf, spec.name)?;
+            let fd = prog.fd().context("program fd")?.as_fd().try_clone_to_owned().context("dup program fd")?;
+            let id = sys::prog_id(&fd).context("program info")?;
+            progs.insert(spec.name, Prog { fd, id });
+        }
+        let loaded = Loaded { maps, progs };
+        crash_point("install-after-load");
+        prefill(&loaded).context("fill maps before swapping programs")?;
+        crash_point("install-after-prefill");
+
+        for link in self.link_pins()? {
+            self.swap_link(&link, &loaded).with_context(|| format!("swap link {}", link.path.display()))?;
+        }
+        crash_point("install-after-swap");
+        for spec in self.spec.programs {
+            let path = self.prog_pin(spec.name);
+            let tmp = tmp_path(&self.progs_dir(), spec.name);
+            sys::obj_pin(loaded.progs[spec.name].fd.as_fd(), &tmp).with_context(|| format!("pin {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("pin program {}", path.display()))?;
+        }
+        crash_point("install-before-run-state");
+        self.write_run_state(&loaded)?;
+        log::info!(
+            "{}: loaded BPF object {} (programs {})",
+            self.name(),
+            &self.spec.fingerprint()[..12],
+            loaded.progs.iter().map(|(name, p)| format!("{name}={}", p.id)).collect::<Vec<_>>().join(", ")
+        );
+        Ok(loaded)
+    }
+
+    fn unpin_maps_and_programs(&self) -> Result<()> {
+        for dir in [self.maps_dir(), self.progs_dir()] {
+            remove_dir_all_if_exists(&dir)?;
+        }
+        // Without run state, a crash before the new install completes is
+        // seen as "not installed" by the next call.
+        remove_file_if_exists(&self.state_file())
+    }
+
+    /// Pins are only safe on a bpffs: anywhere else they fail, or vanish.
+    pub fn check_bpf_root(bpf_root: &Path) -> Result<()> {
+        std::fs::create_dir_all(bpf_root).with_context(|| format!("create BPF pin root {}", bpf_root.display()))?;
+        if !sys::is_bpffs(bpf_root).with_context(|| format!("statfs {}", bpf_root.display()))? {
+            bail!("BPF pin root {} is not on a bpffs (mount -t bpf bpf DIR)", bpf_root.display());
+        }
+        Ok(())
+    }
+
+    /// Detaches every link and removes every pin and all run state.
+    /// The caller holds the exclusive lock, which goes away with the run dir.
+    pub fn remove_all(&self) -> Result<()> {
+        self.sweep_tmp_pins();
+        for link in self.link_pins()? {
+            self.remove_link(&link).with_context(|| format!("detach {}", link.path.display()))?;
+        }
+        remove_dir_all_if_exists(&self.pin_dir)?;
+        remove_dir_all_if_exists(&self.run_dir)?;
+        Ok(())
+    }
+}
+
+fn load_program<'a>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not a tc classifier"))?;
+    prog.load().map_err(|e| anyhow!("{}", verifier_message(&e))).with_context(|| format!("load program {name}"))?;
+    Ok(prog)
+}
+
+/// aya's load error carries the verifier log in its variant, not its Display.
+fn verifier_message(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+            format!("{io_error}; verifier log:\n{verifier_log}")
+        }
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn remove_file_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if !is_not_found(&e) => Err(e).with_context(|| format!("remove {}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+fn remove_dir_all_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if !is_not_found(&e) => Err(e).with_context(|| format!("remove {}", path.display())),
+        _ => Ok(()),
+    }
+}

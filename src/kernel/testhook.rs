@@ -1,0 +1,17 @@
+//! Crash points for the fault tests: with the `test-hooks` feature, a
+//! process whose `PVE_MICROSEG_TEST_CRASH_AT` names a point kills itself
+//! there with SIGKILL, as an OOM kill or a power cut would, so that tests can
+//! prove the next call converges from every intermediate state. The shipped
+//! library is built without the feature: a point is then an empty function.
+
+#[cfg(feature = "test-hooks")]
+pub fn crash_point(name: &str) {
+    if std::env::var_os("PVE_MICROSEG_TEST_CRASH_AT").is_some_and(|v| v == name) {
+        // SAFETY: raise has no preconditions; SIGKILL does not return.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn crash_point(_name: &str) {}

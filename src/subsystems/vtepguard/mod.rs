@@ -1,0 +1,84 @@
+//! The VTEP guard: VXLAN reaches the node's VTEP only from configured peers
+//! (SPEC section 5). One program on the ingress of the underlay interfaces.
+
+pub mod maps;
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use crate::config::MicrosegConfig;
+use crate::kernel::links::Target;
+use crate::kernel::maps::{Entries, MapDesc, Ownership};
+use crate::kernel::netdev;
+use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
+use crate::kernel::reconcile::Plan;
+use crate::report::Report;
+
+use maps::{GuardConfig, Peer4Key, PeerValue, GUARD_CONFIG, VTEP_PEERS};
+
+/// From `bpf/vtepguard.bpf.c`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vtepguard.bpf.o"));
+
+/// The maps user space syncs, for the lifecycle code and the layout tests.
+static MAPS: [&dyn MapDesc; 2] = [&VTEP_PEERS, &GUARD_CONFIG];
+
+pub struct VtepGuard {
+    spec: ObjectSpec,
+}
+
+impl VtepGuard {
+    pub fn new() -> VtepGuard {
+        VtepGuard {
+            spec: ObjectSpec {
+                name: "vtepguard",
+                schema_version: 1,
+                object: OBJECT,
+                maps: &MAPS,
+                programs: &[ProgramSpec { name: "vtep_guard", hook: Hook::Ingress, rank: rank::UNDERLAY_GUARD }],
+            },
+        }
+    }
+}
+
+impl Default for VtepGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl super::Subsystem for VtepGuard {
+    fn spec(&self) -> &ObjectSpec {
+        &self.spec
+    }
+
+    fn plan(&self, cfg: &MicrosegConfig) -> Result<Option<Plan>> {
+        let Some(g) = &cfg.guard else { return Ok(None) };
+        // Keys are the outer source address as the packet carries it.
+        let peers: BTreeMap<Peer4Key, PeerValue> = g
+            .peers
+            .iter()
+            .map(|a| (Peer4Key { addr: u32::from_ne_bytes(a.octets()) }, PeerValue { allowed: 1 }))
+            .collect();
+        let config = BTreeMap::from([(0u32, GuardConfig { vxlan_port: u32::from(g.port) })]);
+        let mut targets = Vec::new();
+        for iface in &g.ifaces {
+            match netdev::ifindex(iface) {
+                Some(ifindex) => targets.push(Target { name: iface.clone(), ifindex }),
+                None => log::warn!("microseg: vtep guard: underlay interface {iface} does not exist on this node"),
+            }
+        }
+        Ok(Some(Plan {
+            maps: vec![
+                Entries::new(&VTEP_PEERS, peers, Ownership::Whole),
+                // An array's slots cannot be deleted: written, never pruned.
+                Entries::new(&GUARD_CONFIG, config, Ownership::Additive),
+            ],
+            targets,
+        }))
+    }
+
+    fn count_targets(&self, report: &mut Report, targets: usize) {
+        report.guarded += targets;
+    }
+}
