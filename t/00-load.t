@@ -16,6 +16,14 @@ for my $f (qw(apply_full apply_iface clear)) {
 }
 is($PVE::RS::SDN::Microseg::VERSION, '0.1.0', 'module version');
 
+# The shipped shared object carries no test hooks (crash points, test objects).
+{
+    open(my $so, '<:raw', $ENV{PVE_RS_MICROSEG_SO}) or die "$ENV{PVE_RS_MICROSEG_SO}: $!";
+    my $bytes = do { local $/; <$so> };
+    unlike($bytes, qr/PVE_MICROSEG_TEST_CRASH_AT/, 'no crash points in the shared object');
+    unlike($bytes, qr/order_probe|microseg_test_extra/, 'no test BPF objects in the shared object');
+}
+
 # A stale .so: the same library, but the module asks for another version.
 my $dir = tempdir(CLEANUP => 1);
 mkdir "$dir/PVE"; mkdir "$dir/PVE/RS"; mkdir "$dir/PVE/RS/SDN";

@@ -22,6 +22,10 @@ write_config($good);
 my $r = PVE::RS::SDN::Microseg::apply_full();
 is($r->{loaded}, 1, 'first apply_full loads the programs');
 is($r->{nics}, 2, 'two NICs enforced');
+# One definition of the result: the hash has exactly the report's fields.
+my $fields = PVE::RS::SDN::Microseg::_report_fields();
+ok(scalar(@$fields) >= 8 && grep({ $_ eq 'guarded' } @$fields), 'report fields: ' . join(',', @$fields));
+is_deeply([ sort keys %$r ], [ sort @$fields ], 'apply_full returns exactly the report fields');
 my $state = pin_state();
 like($state, qr{links/veth101i0:microseg_enforce}, 'link pins exist');
 

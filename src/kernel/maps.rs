@@ -50,10 +50,15 @@ pub trait Shared: Pod + Ord + std::fmt::Debug {
     const FIELDS: &'static [Field];
 }
 
-/// A plain `__u32` key (array maps must have one: the kernel checks that an
-/// array's BTF key is an integer).
+/// Plain integers: an array's key must be one (the kernel checks that an
+/// array's BTF key is an integer), and a counter needs no struct.
 impl Shared for u32 {
     const C_NAME: &'static str = "__u32";
+    const FIELDS: &'static [Field] = &[];
+}
+
+impl Shared for u64 {
+    const C_NAME: &'static str = "__u64";
     const FIELDS: &'static [Field] = &[];
 }
 

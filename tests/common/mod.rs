@@ -5,6 +5,8 @@
 //! drop, so also when a test fails.
 #![allow(dead_code)]
 
+pub mod btf;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -20,7 +22,7 @@ use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey, RuleValue,
 use microseg::subsystems::microseg::OBJECT as MICROSEG_OBJECT;
 use microseg::config::{Mark, MicrosegConfig};
 use microseg::subsystems::microseg::resolve::{PairTable, Verdict};
-use microseg::{Microseg, Settings};
+pub use microseg::{Microseg, Settings};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
