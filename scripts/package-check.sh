@@ -1,7 +1,8 @@
 #!/bin/bash
 # Builds the Debian package, checks it (lintian, systemd-analyze), installs
 # it, runs a full pass through the installed module against a test config in
-# a private network namespace and bpffs, then purges it.
+# a private network namespace and bpffs, then removes it while clear() fails
+# and purges it: nothing of any subsystem may be left.
 set -euo pipefail
 . "$(dirname "$0")/prepare.sh" package-check
 
@@ -38,33 +39,65 @@ perl -MPVE::RS::SDN::Microseg -e '
 echo "== full pass from the installed paths"
 mkdir -p "$work/bpf"
 mount -t bpf bpf "$work/bpf"
+ns="msc-pkg-$$"
+ip netns add "$ns"
+cleanup_ns() { ip netns del "$ns" 2>/dev/null || true; cleanup; }
+trap cleanup_ns EXIT
+ip -n "$ns" link add veth100i0 type veth peer name peer0
+ip -n "$ns" link add ul0 type veth peer name ul0peer
+ip -n "$ns" link set ul0 up
 cat > "$work/running-config" <<'JSON'
-{"version": 1, "zones": {"ids": {"z": {"type": "simple"}}},
+{"version": 1, "zones": {"ids": {"z": {"type": "vxlan", "peers": "192.0.2.1"}}},
  "microseg": {"ids": {
    "g": {"type": "group", "id": "g", "mark": "7"},
    "r": {"type": "rule", "id": "r", "dst": "g", "allow": 1},
-   "a": {"type": "assignment", "id": "a", "vmid": 100, "iface": 0, "group": "g"}}}}
+   "a": {"type": "assignment", "id": "a", "vmid": 100, "iface": 0, "group": "g"},
+   "u": {"type": "vtep-guard", "id": "u", "ifaces": "ul0"}}}}
 JSON
-env -u PVE_RS_MICROSEG_SO \
-    PVE_MICROSEG_RUNNING_CONFIG="$work/running-config" \
-    PVE_MICROSEG_BPF_ROOT="$work/bpf/proxmox-ebpf" \
-    PVE_MICROSEG_RUN_DIR="$work/run" \
-    unshare -n sh -ec '
-        ip link add veth100i0 type veth peer name peer0
-        perl -MPVE::RS::SDN::Microseg -e "
-            my \$r = PVE::RS::SDN::Microseg::apply_full();
-            print qq{apply_full: \$r->{nics} NIC(s), \$r->{links_created} links, loaded=\$r->{loaded}\n};
-            die qq{expected 1 NIC\n} if \$r->{nics} != 1;
-        "
-        for prog in microseg_stamp microseg_enforce; do
-            test -e "$PVE_MICROSEG_BPF_ROOT/microseg/links/veth100i0:$prog"
-        done
-        perl -MPVE::RS::SDN::Microseg -e "PVE::RS::SDN::Microseg::clear()"
-        test ! -e "$PVE_MICROSEG_BPF_ROOT"
+export PVE_MICROSEG_RUNNING_CONFIG="$work/running-config"
+export PVE_MICROSEG_BPF_ROOT="$work/bpf/proxmox-ebpf"
+export PVE_MICROSEG_RUN_DIR="$work/run"
+unset PVE_RS_MICROSEG_SO
+apply_full() {
+    ip netns exec "$ns" perl -MPVE::RS::SDN::Microseg -e '
+        my $r = PVE::RS::SDN::Microseg::apply_full();
+        print "apply_full: $r->{nics} NIC(s), $r->{guarded} guarded, $r->{links_created} links, loaded=$r->{loaded}\n";
+        die "expected 1 NIC and 1 guarded interface\n" if $r->{nics} != 1 || $r->{guarded} != 1;
     '
+}
+# Our programs as loaded in the kernel (bpftool names them from BTF): a
+# program is unloaded once no pin, link or descriptor holds it, so after a
+# purge none may remain.
+tcx_progs() {
+    bpftool -j prog show | grep -o '"name":"[a-z_]*"' | grep -E 'microseg_|vtep_guard' | sort | tr '\n' ' ' || true
+}
+apply_full
+for prog in microseg_stamp microseg_enforce; do
+    test -e "$PVE_MICROSEG_BPF_ROOT/microseg/links/veth100i0:$prog"
+done
+test -e "$PVE_MICROSEG_BPF_ROOT/vtepguard/links/ul0:vtep_guard"
+echo "attached: $(tcx_progs)"
+[ "$(tcx_progs)" = '"name":"microseg_enforce" "name":"microseg_stamp" "name":"vtep_guard" ' ]
+perl -MPVE::RS::SDN::Microseg -e "PVE::RS::SDN::Microseg::clear()"
+test ! -e "$PVE_MICROSEG_BPF_ROOT"
+[ -z "$(tcx_progs)" ]
 
-echo "== purge"
+echo "== remove while clear() fails, then purge"
+apply_full
+# Another process holds a subsystem's lock: clear() at removal gives up
+# after the lock timeout and the removal goes on without it.
+flock -x "$PVE_MICROSEG_RUN_DIR/microseg/lock" sleep 60 &
+holder=$!
+sleep 0.2
+dpkg -r "$pkg" 2> "$work/remove.log" || { cat "$work/remove.log"; exit 1; }
+cat "$work/remove.log"
+grep -q "clear failed" "$work/remove.log"
+kill "$holder"; wait "$holder" 2>/dev/null || true
+test -e "$PVE_MICROSEG_BPF_ROOT/vtepguard/links/ul0:vtep_guard"
 dpkg --purge "$pkg"
+test ! -e "$PVE_MICROSEG_BPF_ROOT"
+test ! -e "$PVE_MICROSEG_RUN_DIR"
+[ -z "$(tcx_progs)" ] || { echo "programs left attached after purge: $(tcx_progs)"; exit 1; }
 ! perl -MPVE::RS::SDN::Microseg -e 1 2>/dev/null
 test ! -e /usr/share/perl5/PVE/RS/SDN/Microseg.pm
 echo "package check: all steps succeeded"

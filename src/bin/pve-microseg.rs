@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: pve-microseg apply-full | apply-iface IFACE | clear | policy";
+const USAGE: &str = "usage: pve-microseg apply-full | apply-iface IFACE | clear | policy | subsystems";
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -23,6 +23,13 @@ fn main() -> ExitCode {
         }
         (Some("clear"), 1) => microseg::clear().map(|()| "cleared".to_string()),
         (Some("policy"), 1) => microseg::effective_policy().map(|p| p.to_string()),
+        // The registry's subsystem names, one per line (the package's purge uses them).
+        (Some("subsystems"), 1) => Ok(microseg::Microseg::from_env()
+            .units
+            .iter()
+            .map(|u| u.state.name())
+            .collect::<Vec<_>>()
+            .join("\n")),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

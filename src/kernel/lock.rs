@@ -1,18 +1,23 @@
 //! The run-directory lock: exclusive for full passes, installs and `clear`,
-//! shared for single-NIC passes so that concurrent guest starts run in parallel.
+//! shared for single-NIC passes so that concurrent guest starts run in
+//! parallel. Waiting is bounded (SPEC section 6, as `PVE::Tools::lock_file`).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Shared,
     Exclusive,
 }
+
+/// How long a call waits for a lock before it fails.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Held until dropped; closing the file releases the `flock`.
 #[derive(Debug)]
@@ -22,7 +27,8 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Takes the lock at `path`, creating it if needed.
+    /// Takes the lock at `path`, creating it if needed, waiting at most
+    /// [`LOCK_TIMEOUT`].
     ///
     /// `clear` removes the lock file while holding it, so a waiter may wake up
     /// holding a lock on an unlinked inode: it then retries on the new file.
@@ -30,7 +36,9 @@ impl Lock {
         let op = match mode {
             Mode::Shared => libc::LOCK_SH,
             Mode::Exclusive => libc::LOCK_EX,
-        };
+        } | libc::LOCK_NB;
+        let deadline = Instant::now() + LOCK_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
         loop {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("create run directory {}", dir.display()))?;
@@ -45,10 +53,22 @@ impl Lock {
             // SAFETY: flock on a descriptor we own.
             if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
                 let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+                match e.raw_os_error() {
+                    Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => {}
+                    _ => return Err(e).with_context(|| format!("lock {}", path.display())),
                 }
-                return Err(e).with_context(|| format!("lock {}", path.display()));
+                if Instant::now() >= deadline {
+                    bail!(
+                        "lock {}: still held by another process after {} s",
+                        path.display(),
+                        LOCK_TIMEOUT.as_secs()
+                    );
+                }
+                // Polls start fast (a pass holds the lock for milliseconds)
+                // and back off to 50 ms.
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+                continue;
             }
             if same_inode(&file, path) {
                 return Ok(Lock { _file: file, mode });
