@@ -16,8 +16,8 @@ use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use microseg::api::rule_key;
-use microseg::bpf::{Hook, RULES, TAP_TO_GROUP};
+use microseg::kernel::state::KernelState;
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey, RuleValue, RULES, TAP_TO_GROUP};
 use microseg::kernel::sys::{self, SkBuffCtx};
 use microseg::Microseg;
 
@@ -349,7 +349,7 @@ fn install_time(rows: &mut Vec<Row>) {
     for _ in 0..7 {
         let sandbox = Sandbox::new("install");
         let ms = sandbox.microseg();
-        ms.policy().check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+        KernelState::check_bpf_root(&sandbox.settings.bpf_root).unwrap();
         let t = Instant::now();
         drop(ms.policy().install(false, &|_| Ok(())).unwrap());
         times.push(t.elapsed());
@@ -374,23 +374,20 @@ fn per_packet(rows: &mut Vec<Row>) {
     for entries in [1_000u32, 100_000, 1_000_000] {
         let sandbox = Sandbox::new("packet");
         let ms = sandbox.microseg();
-        ms.policy().check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+        KernelState::check_bpf_root(&sandbox.settings.bpf_root).unwrap();
         let loaded = ms.policy().install(false, &|_| Ok(())).unwrap();
-        let rules = loaded.map(RULES).as_fd();
-        let mut n = 0;
-        'fill: for src in 1..=1024u16 {
-            for dst in 1..=1024u16 {
-                if n == entries {
-                    break 'fill;
-                }
-                sys::map_update(rules, &rule_key(src, dst), &[u8::from(src % 2 == 1)]).unwrap();
-                n += 1;
-            }
+        let fill: Vec<(RuleKey, RuleValue)> = (1..=1024u16)
+            .flat_map(|src| (1..=1024u16).map(move |dst| (RuleKey { src, dst }, RuleValue { verdict: u8::from(src % 2 == 1) })))
+            .take(entries as usize)
+            .collect();
+        let rules = loaded.map(&RULES).unwrap();
+        for chunk in fill.chunks(65_536) {
+            rules.set_all(chunk).unwrap();
         }
-        sys::map_update(loaded.map(TAP_TO_GROUP).as_fd(), &LO.to_ne_bytes(), &1u32.to_ne_bytes()).unwrap();
+        loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: LO }, &NicValue { mark: 1 }).unwrap();
         let pkt = udp_frame(mac(1), mac(2), ip(1), ip(2), &[0u8; 22]);
-        let run = |hook: Hook, mark: u32| {
-            let r = sys::prog_test_run(loaded.progs[&hook].fd.as_fd(), &pkt, &SkBuffCtx::new(LO, mark), 1_000_000).unwrap();
+        let run = |prog: &str, mark: u32| {
+            let r = sys::prog_test_run(loaded.prog(prog).fd.as_fd(), &pkt, &SkBuffCtx::new(LO, mark), 1_000_000).unwrap();
             (r.duration_ns, r.retval)
         };
         let (empty, _) = {
@@ -399,11 +396,11 @@ fn per_packet(rows: &mut Vec<Row>) {
             (r.duration_ns, r.retval)
         };
         // (1, 1) is an allow entry; (2000, 1) is in no map.
-        let (allow, rv) = run(Hook::Egress, 1);
+        let (allow, rv) = run("microseg_enforce", 1);
         assert_eq!(rv, -1);
-        let (miss, rv) = run(Hook::Egress, 2000);
+        let (miss, rv) = run("microseg_enforce", 2000);
         assert_eq!(rv, 2);
-        let (stamp, _) = run(Hook::Ingress, 0);
+        let (stamp, _) = run("microseg_stamp", 0);
         rows.push(Row::new(
             "4 per packet",
             format!("rule map with {entries} entries: egress allow / egress no-entry drop / ingress stamp (an empty program: harness cost)"),

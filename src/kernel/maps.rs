@@ -332,7 +332,8 @@ pub struct Entries<K: 'static, V: 'static> {
 }
 
 impl<K: Shared + Send + Sync, V: Shared + Send + Sync> Entries<K, V> {
-    pub fn new(def: &'static MapDef<K, V>, entries: BTreeMap<K, V>, ownership: Ownership) -> Box<dyn MapContent> {
+    /// The desired `entries` of map `def`, boxed for a plan.
+    pub fn boxed(def: &'static MapDef<K, V>, entries: BTreeMap<K, V>, ownership: Ownership) -> Box<dyn MapContent> {
         Box::new(Entries { def, entries, ownership })
     }
 }

@@ -93,8 +93,8 @@ impl super::Subsystem for Policy {
         }
         Ok(Some(Plan {
             maps: vec![
-                Entries::new(&RULES, rules, Ownership::Whole),
-                Entries::new(&TAP_TO_GROUP, nics, Ownership::Whole),
+                Entries::boxed(&RULES, rules, Ownership::Whole),
+                Entries::boxed(&TAP_TO_GROUP, nics, Ownership::Whole),
             ],
             targets,
         }))
@@ -106,7 +106,7 @@ impl super::Subsystem for Policy {
         let Some(group) = cfg.group_of(nic.vmid, nic.iface) else { return Ok(None) };
         let (k, v) = nic_entry(ifindex, group.mark);
         Ok(Some(Plan {
-            maps: vec![Entries::new(&TAP_TO_GROUP, BTreeMap::from([(k, v)]), Ownership::Additive)],
+            maps: vec![Entries::boxed(&TAP_TO_GROUP, BTreeMap::from([(k, v)]), Ownership::Additive)],
             targets: vec![Target { name: nic.name(), ifindex }],
         }))
     }

@@ -70,9 +70,9 @@ impl super::Subsystem for VtepGuard {
         }
         Ok(Some(Plan {
             maps: vec![
-                Entries::new(&VTEP_PEERS, peers, Ownership::Whole),
+                Entries::boxed(&VTEP_PEERS, peers, Ownership::Whole),
                 // An array's slots cannot be deleted: written, never pruned.
-                Entries::new(&GUARD_CONFIG, config, Ownership::Additive),
+                Entries::boxed(&GUARD_CONFIG, config, Ownership::Additive),
             ],
             targets,
         }))
