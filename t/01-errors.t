@@ -54,7 +54,7 @@ my $cfg = $ENV{PVE_MICROSEG_RUNNING_CONFIG};
 unlink($cfg);
 mkdir($cfg) or die;
 eval { PVE::RS::SDN::Microseg::apply_full() };
-like($@, qr/^microseg: apply_full: read running config \Q$cfg\E: Is a directory.*\n\z/, 'unreadable config');
+like($@, qr/^microseg: apply_full: read running config: \Q$cfg\E is not a regular file\n\z/, 'unreadable config');
 unchanged('unreadable config');
 rmdir($cfg);
 write_config($good);

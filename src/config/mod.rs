@@ -78,10 +78,9 @@ pub(crate) struct SectionMap {
 
 /// Reads the running config at `path`; `None` if there is no such file.
 pub fn load(path: &Path) -> Result<Option<MicrosegConfig>> {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("read running config {}", path.display())),
+    // A FIFO, a device or a huge file fails at once, not after a hang.
+    let Some(text) = crate::kernel::fsutil::read_regular(path, true).context("read running config")? else {
+        return Ok(None);
     };
     parse(&text).map(Some).with_context(|| format!("running config {}", path.display()))
 }

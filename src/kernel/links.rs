@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use crate::kernel::netdev;
 use crate::kernel::object::{Hook, ProgramSpec};
 use crate::kernel::state::{is_not_found, remove_file_if_exists, tmp_path, KernelState, Loaded, Prog, TMP_PREFIX};
 use crate::kernel::sys::{self, TcxPosition};
@@ -102,18 +103,10 @@ impl KernelState {
                     sys::link_update(fd.as_fd(), prog.fd.as_fd()).context("bpf_link_update")?;
                     return Ok(AttachOutcome::Updated);
                 }
-                // The pin outlived its netdev (guest restarted, ifindex
-                // recycled): detach whatever it holds and start over.
-                log::info!(
-                    "{}: reclaiming link pin {} (was ifindex {}, {} is now {})",
-                    self.name(),
-                    path.display(),
-                    info.ifindex,
-                    target.name,
-                    target.ifindex
-                );
-                let _ = sys::link_detach(fd.as_fd());
-                remove_file_if_exists(&path)?;
+                // The pin's link is not on this netdev: its netdev is gone
+                // (guest restarted, ifindex recycled), or it was renamed and
+                // still needs its programs. Settle it, then start over.
+                self.release_pin(&path, &info, program)?;
                 outcome = AttachOutcome::Reclaimed;
             }
             Err(e) if is_not_found(&e) => {}
@@ -133,6 +126,55 @@ impl KernelState {
         Ok(outcome)
     }
 
+    /// Lets go of a pin whose link does not belong under the pin's name:
+    /// a defunct link (its netdev is gone) is detached; a live link stays
+    /// on its netdev (renamed since it was pinned) and is pinned under that
+    /// netdev's current name instead, so that whoever enforces that name
+    /// keeps it and a full pass detaches it only if that name is not a target.
+    fn release_pin(&self, path: &std::path::Path, info: &sys::LinkInfo, program: &ProgramSpec) -> Result<()> {
+        let current = (info.link_type == sys::BPF_LINK_TYPE_TCX && info.ifindex != 0)
+            .then(|| netdev::name_of(info.ifindex))
+            .flatten();
+        let moved = current.map(|name| (self.link_pin(&name, program.name), name)).filter(|(to, _)| to != path);
+        match moved {
+            Some((to, name)) => {
+                log::info!("{}: link of {} now belongs to {name}: pinned as {}", self.name(), path.display(), to.display());
+                if to.exists() {
+                    // Its netdev's pin exists: TCX holds a program once per hook,
+                    // so that pin holds this same link.
+                    remove_file_if_exists(path)
+                } else {
+                    std::fs::rename(path, &to).with_context(|| format!("pin link {}", to.display()))
+                }
+            }
+            None => {
+                log::info!("{}: reclaiming link pin {} (its netdev is gone)", self.name(), path.display());
+                if let Ok(fd) = sys::obj_get(path) {
+                    let _ = sys::link_detach(fd.as_fd());
+                }
+                remove_file_if_exists(path)
+            }
+        }
+    }
+
+    /// A link pin that is not a target: detached, unless its link sits on a
+    /// target's netdev with that target's program (the netdev was renamed
+    /// and the target adopted the link): then only the stale pin goes.
+    pub(crate) fn remove_stale_pin(&self, link: &LinkPin, loaded: &Loaded, target_ifindexes: &[u32]) -> Result<()> {
+        if let Ok(fd) = sys::obj_get(&link.path) {
+            if let Ok(info) = sys::link_info(fd.as_fd()) {
+                let serves_target = info.ifindex != 0
+                    && target_ifindexes.contains(&info.ifindex)
+                    && self.spec.program(&link.program).is_some_and(|p| loaded.prog(p.name).id == info.prog_id);
+                if serves_target {
+                    log::info!("{}: {} is a stale name of a link in use: unpinned only", self.name(), link.path.display());
+                    return remove_file_if_exists(&link.path);
+                }
+            }
+        }
+        self.remove_link(link)
+    }
+
     /// Creates the TCX link in its place on the hook, or adopts the one
     /// already running our program there.
     ///
@@ -141,12 +183,11 @@ impl KernelState {
     /// moved around. The chain's revision makes the insert fail with `ESTALE`
     /// if another attach changed the chain meanwhile; it is then retried.
     ///
-    /// TCX refuses the same program twice on a hook (`EEXIST`): that happens
-    /// when a link pin was removed and the kernel has not yet released the
-    /// link (release is deferred to a workqueue), or when some process still
-    /// holds the link open. The first goes away within milliseconds; the
-    /// second is taken over, so a netdev never ends up with an unmanaged copy
-    /// of our program.
+    /// TCX holds a program once per hook. If ours is there through a live
+    /// link (a renamed netdev, a process holding the link open), that link
+    /// is taken over, so a netdev never ends up with an unmanaged copy of
+    /// our program. If it is there through a link being released (deferred
+    /// to a workqueue), `EEXIST` is retried until it is gone.
     fn create_or_adopt_link(
         &self,
         prog: &Prog,
@@ -156,8 +197,18 @@ impl KernelState {
     ) -> io::Result<OwnedFd> {
         let attach_type = program.hook.attach_type();
         let mut last = None;
-        for attempt in 0..20 {
+        for _ in 0..20 {
             let chain = sys::query_tcx(ifindex, attach_type)?;
+            // Our program is already on the hook through a live link (the
+            // netdev was renamed, or a process holds the link open): adopt it.
+            if let Some(&link_id) =
+                chain.progs.iter().zip(&chain.links).find(|(p, l)| **p == prog.id && **l != 0).map(|(_, l)| l)
+            {
+                if let Ok(fd) = sys::link_get_fd_by_id(link_id) {
+                    log::info!("{}: adopting link {link_id} already on ifindex {ifindex}", self.name());
+                    return Ok(fd);
+                }
+            }
             let position = if chain.progs.is_empty() {
                 TcxPosition::Append
             } else {
@@ -173,18 +224,9 @@ impl KernelState {
                     last = Some(e);
                     continue;
                 }
+                // A link being released (its last pin just went): gone within milliseconds.
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => last = Some(e),
                 other => return other,
-            }
-            if attempt >= 10 {
-                if let Some(&link_id) =
-                    chain.progs.iter().zip(&chain.links).find(|(p, l)| **p == prog.id && **l != 0).map(|(_, l)| l)
-                {
-                    if let Ok(fd) = sys::link_get_fd_by_id(link_id) {
-                        log::info!("{}: adopting unmanaged link {link_id} on ifindex {ifindex}", self.name());
-                        return Ok(fd);
-                    }
-                }
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

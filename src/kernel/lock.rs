@@ -2,13 +2,15 @@
 //! shared for single-NIC passes so that concurrent guest starts run in
 //! parallel. Waiting is bounded (SPEC section 6, as `PVE::Tools::lock_file`).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::kernel::fsutil;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -27,12 +29,12 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Takes the lock at `path`, creating it if needed, waiting at most
-    /// [`LOCK_TIMEOUT`].
+    /// Takes the lock at `path`, creating it (and its directory, and `root`
+    /// above that, all private) if needed, waiting at most [`LOCK_TIMEOUT`].
     ///
     /// `clear` removes the lock file while holding it, so a waiter may wake up
     /// holding a lock on an unlinked inode: it then retries on the new file.
-    pub fn acquire(path: &Path, mode: Mode) -> Result<Lock> {
+    pub fn acquire(root: &Path, path: &Path, mode: Mode) -> Result<Lock> {
         let op = match mode {
             Mode::Shared => libc::LOCK_SH,
             Mode::Exclusive => libc::LOCK_EX,
@@ -40,16 +42,11 @@ impl Lock {
         let deadline = Instant::now() + LOCK_TIMEOUT;
         let mut pause = Duration::from_millis(1);
         loop {
+            fsutil::private_dir(root)?;
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("create run directory {}", dir.display()))?;
+                fsutil::private_dir(dir)?;
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .with_context(|| format!("open lock file {}", path.display()))?;
+            let file = fsutil::open_lock_file(path)?;
             // SAFETY: flock on a descriptor we own.
             if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
                 let e = std::io::Error::last_os_error();

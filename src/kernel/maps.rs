@@ -329,13 +329,70 @@ pub struct Entries<K: 'static, V: 'static> {
     pub def: &'static MapDef<K, V>,
     pub entries: BTreeMap<K, V>,
     pub ownership: Ownership,
+    /// For maps keyed by netdev: whether a key's netdev is gone. When such
+    /// a map is full, those entries are deleted to make room, so that
+    /// entries of vanished netdevs never keep a new one from being enforced.
+    pub vanished: Option<fn(&K) -> bool>,
 }
 
 impl<K: Shared + Send + Sync, V: Shared + Send + Sync> Entries<K, V> {
     /// The desired `entries` of map `def`, boxed for a plan.
     pub fn boxed(def: &'static MapDef<K, V>, entries: BTreeMap<K, V>, ownership: Ownership) -> Box<dyn MapContent> {
-        Box::new(Entries { def, entries, ownership })
+        Box::new(Entries { def, entries, ownership, vanished: None })
     }
+
+    /// The same, for a map keyed by netdev (see [`Entries::vanished`]).
+    pub fn boxed_per_netdev(
+        def: &'static MapDef<K, V>,
+        entries: BTreeMap<K, V>,
+        ownership: Ownership,
+        vanished: fn(&K) -> bool,
+    ) -> Box<dyn MapContent> {
+        Box::new(Entries { def, entries, ownership, vanished: Some(vanished) })
+    }
+
+    /// Writes a map user space owns whole. When the new entries would not
+    /// fit beside the stale ones, the stale ones are deleted first: they
+    /// are not in the new state, and an absent entry is never more
+    /// permissive than a present one, so the map passes only from the old
+    /// state toward the new one, and a valid state that fits the map always
+    /// applies, whatever an earlier one left.
+    fn write_whole(&self, map: &TypedMap<'_, K, V>, capacity: usize) -> Result<usize> {
+        let current = map.entries()?;
+        let additions = self.entries.keys().filter(|k| !current.contains_key(k)).count();
+        if current.len() + additions > capacity {
+            let stale: Vec<K> = current.keys().filter(|k| !self.entries.contains_key(k)).copied().collect();
+            log::info!(
+                "map '{}': {} entries, {additions} to add, capacity {capacity}: deleting {} stale entries first",
+                map.name(),
+                current.len(),
+                stale.len()
+            );
+            map.remove_all(&stale)?;
+        }
+        let changed: Vec<(K, V)> =
+            self.entries.iter().filter(|(k, v)| current.get(*k) != Some(*v)).map(|(k, v)| (*k, *v)).collect();
+        map.set_all(&changed)?;
+        Ok(changed.len())
+    }
+
+    /// Writes entries of a map that is only added to; if the map is full,
+    /// entries of vanished netdevs are deleted and the write retried.
+    fn write_additive(&self, map: &TypedMap<'_, K, V>) -> Result<usize> {
+        match (map.write_changed(&self.entries), self.vanished) {
+            (Err(e), Some(vanished)) if is_full(&e) => {
+                let freed = map.delete_unless(|k| self.entries.contains_key(k) || !vanished(k))?;
+                log::info!("map '{}' was full: removed {freed} entries of vanished netdevs", map.name());
+                map.write_changed(&self.entries)
+            }
+            (result, _) => result,
+        }
+    }
+}
+
+/// Whether `e` says a map is full (`E2BIG` from an update).
+fn is_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(libc::E2BIG)))
 }
 
 impl<K: Shared + Send + Sync, V: Shared + Send + Sync> MapContent for Entries<K, V> {
@@ -346,7 +403,11 @@ impl<K: Shared + Send + Sync, V: Shared + Send + Sync> MapContent for Entries<K,
         self.entries.len()
     }
     fn write(&self, fd: BorrowedFd<'_>, info: &MapInfo) -> Result<usize> {
-        self.def.open(fd, info)?.write_changed(&self.entries)
+        let map = self.def.open(fd, info)?;
+        match self.ownership {
+            Ownership::Whole => self.write_whole(&map, info.max_entries as usize),
+            Ownership::Additive => self.write_additive(&map),
+        }
     }
     fn delete_stale(&self, fd: BorrowedFd<'_>, info: &MapInfo) -> Result<usize> {
         match self.ownership {

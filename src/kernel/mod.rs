@@ -1,6 +1,7 @@
 //! Kernel state, subsystem-agnostic: objects, typed maps, pins, links, the
 //! reconcile pass, the lock, netdevs, and the raw `bpf(2)` layer.
 
+pub mod fsutil;
 pub mod links;
 pub mod lock;
 pub mod maps;

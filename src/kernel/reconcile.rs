@@ -79,9 +79,10 @@ impl KernelState {
         crash_point("full-after-attach");
 
         let wanted: BTreeSet<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+        let ifindexes: Vec<u32> = plan.targets.iter().map(|t| t.ifindex).collect();
         for link in self.link_pins()? {
             if !wanted.contains(link.netdev.as_str()) {
-                match self.remove_link(&link) {
+                match self.remove_stale_pin(&link, &loaded, &ifindexes) {
                     Ok(()) => report.links_detached += 1,
                     Err(e) => log::warn!("{}: detach {}: {e:#}", self.name(), link.path.display()),
                 }

@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::programs::SchedClassifier;
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::fsutil;
 use crate::kernel::lock::{self, Lock, Mode};
 use crate::kernel::maps::{MapDef, Shared, TypedMap};
 use crate::kernel::object::ObjectSpec;
@@ -36,6 +36,9 @@ pub struct KernelState {
     pub spec: ObjectSpec,
     pub pin_dir: PathBuf,
     pub run_dir: PathBuf,
+    /// This library's version, recorded with what it loads: a library never
+    /// replaces programs that a newer version loaded.
+    pub library_version: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -45,6 +48,19 @@ struct RunState {
     /// Program pin name -> id: a pin replaced behind our back is not current.
     #[serde(default)]
     programs: BTreeMap<String, u32>,
+    /// The library version that loaded the programs.
+    #[serde(default)]
+    library_version: String,
+}
+
+/// `a` is a newer version than `b` (dotted numbers; missing parts are 0).
+fn newer(a: &str, b: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> { v.split(['.', '-', '+']).map_while(|p| p.parse().ok()).collect() };
+    let (mut a, mut b) = (parse(a), parse(b));
+    let n = a.len().max(b.len());
+    a.resize(n, 0);
+    b.resize(n, 0);
+    a > b
 }
 
 /// Open handles on a current installation. Dropped at the end of each call,
@@ -86,6 +102,13 @@ impl Loaded {
     }
 }
 
+/// Why pinned state cannot be used as it is.
+struct NotCurrent {
+    reason: String,
+    /// The pinned maps have another shape: they cannot be reused.
+    layout_changed: bool,
+}
+
 /// Whether the programs and maps can be used as they are.
 #[derive(Debug)]
 pub enum Freshness {
@@ -94,15 +117,12 @@ pub enum Freshness {
     Stale { reason: String, layout_changed: bool },
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Prefix of temporary names. bpffs refuses dots in names, so no dot-files.
 pub(crate) const TMP_PREFIX: &str = "_tmp_";
 
-/// A unique temporary name in `dir`, for pin-then-rename.
+/// A random temporary name in `dir`, for pin-then-rename.
 pub(crate) fn tmp_path(dir: &Path, what: &str) -> PathBuf {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("{TMP_PREFIX}{what}_{}_{n}", std::process::id()))
+    fsutil::tmp_path(dir, TMP_PREFIX, what)
 }
 
 pub(crate) fn is_not_found(e: &io::Error) -> bool {
@@ -111,7 +131,12 @@ pub(crate) fn is_not_found(e: &io::Error) -> bool {
 
 impl KernelState {
     pub fn new(spec: ObjectSpec, bpf_root: &Path, run_root: &Path) -> KernelState {
-        KernelState { pin_dir: bpf_root.join(spec.name), run_dir: run_root.join(spec.name), spec }
+        KernelState {
+            pin_dir: bpf_root.join(spec.name),
+            run_dir: run_root.join(spec.name),
+            spec,
+            library_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -143,7 +168,8 @@ impl KernelState {
     }
 
     pub fn lock(&self, mode: Mode) -> Result<Lock> {
-        Lock::acquire(&lock::lock_path(&self.run_dir), mode)
+        let root = self.run_dir.parent().unwrap_or(&self.run_dir);
+        Lock::acquire(root, &lock::lock_path(&self.run_dir), mode)
     }
 
     /// The ids of this subsystem's pinned programs (those that are pinned).
@@ -161,16 +187,20 @@ impl KernelState {
 
     fn read_run_state(&self) -> Result<Option<RunState>> {
         let path = self.state_file();
-        match std::fs::read(&path) {
-            Ok(b) => match serde_json::from_slice(&b) {
+        match fsutil::read_regular(&path, false) {
+            Ok(Some(b)) => match serde_json::from_slice(&b) {
                 Ok(s) => Ok(Some(s)),
                 Err(e) => {
                     log::warn!("{}: unreadable run state ({e}), treating as absent", path.display());
                     Ok(None)
                 }
             },
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+            Ok(None) => Ok(None),
+            // Not a regular file (a FIFO, a device, a symlink): replaced by the install.
+            Err(e) => {
+                log::warn!("run state: {e:#}; treating as absent");
+                Ok(None)
+            }
         }
     }
 
@@ -179,17 +209,48 @@ impl KernelState {
             schema_version: self.spec.schema_version,
             fingerprint: self.spec.fingerprint(),
             programs: loaded.progs.iter().map(|(name, p)| (name.to_string(), p.id)).collect(),
+            library_version: self.library_version.clone(),
         };
-        std::fs::create_dir_all(&self.run_dir).with_context(|| format!("create {}", self.run_dir.display()))?;
-        let tmp = tmp_path(&self.run_dir, "state");
-        std::fs::write(&tmp, serde_json::to_vec(&state)?).with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, self.state_file()).with_context(|| format!("rename to {}", self.state_file().display()))
+        fsutil::private_dir(&self.run_dir)?;
+        let path = self.state_file();
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_file()) {
+            // A FIFO or a directory in its place: rename cannot replace a directory.
+            let _ = std::fs::remove_dir_all(&path);
+        }
+        fsutil::write_private(&path, &serde_json::to_vec(&state)?)
     }
 
     /// Opens what is pinned and tells whether it is current. Never loads.
+    ///
+    /// Programs a newer library version loaded count as current when their
+    /// maps have the layout this library knows (same schema version and map
+    /// shapes): a daemon not yet restarted after an upgrade works with them.
+    /// Otherwise the call fails instead of loading its older programs.
     pub fn freshness(&self) -> Result<Freshness> {
         let stale = |reason: String, layout_changed| Ok(Freshness::Stale { reason, layout_changed });
         let run = self.read_run_state()?;
+        let by_newer = run.as_ref().filter(|r| newer(&r.library_version, &self.library_version));
+        if let Some(run) = by_newer {
+            let newer_loaded = |why: String| {
+                anyhow!(
+                    "{}: programs of a newer library version ({}) are loaded and {why}; \
+                     this process runs version {}: restart it to use the new library",
+                    self.name(),
+                    run.library_version,
+                    self.library_version
+                )
+            };
+            if run.schema_version != self.spec.schema_version {
+                return Err(newer_loaded(format!(
+                    "their schema version {} is not this library's {}",
+                    run.schema_version, self.spec.schema_version
+                )));
+            }
+            return match self.open_pinned(Some(run))? {
+                Ok(loaded) => Ok(Freshness::Current(loaded)),
+                Err(not_current) => Err(newer_loaded(not_current.reason)),
+            };
+        }
         if let Some(run) = &run {
             if run.schema_version != self.spec.schema_version {
                 let reason =
@@ -197,7 +258,18 @@ impl KernelState {
                 return stale(reason, true);
             }
         }
-        // aya reuses a pinned map without looking at it: check every one.
+        match self.open_pinned(run.as_ref())? {
+            Ok(loaded) => Ok(Freshness::Current(loaded)),
+            Err(NotCurrent { reason, layout_changed }) => stale(reason, layout_changed),
+        }
+    }
+
+    /// Opens the pinned maps and programs, checking every map against the
+    /// object's layout (aya reuses a pinned map without looking at it) and
+    /// every program against the ids recorded in `run`. `Ok(Err(..))` when
+    /// they cannot be used as they are.
+    fn open_pinned(&self, run: Option<&RunState>) -> Result<std::result::Result<Loaded, NotCurrent>> {
+        let other = |reason: String| Ok(Err(NotCurrent { reason, layout_changed: false }));
         let mut maps = BTreeMap::new();
         let mut missing = Vec::new();
         for layout in self.spec.map_layouts()? {
@@ -205,8 +277,8 @@ impl KernelState {
             match sys::obj_get(&path) {
                 Ok(fd) => {
                     let info = sys::map_info(fd.as_fd()).with_context(|| format!("map info {}", path.display()))?;
-                    if let Some(diff) = layout.mismatch(&info) {
-                        return stale(diff, true);
+                    if let Some(reason) = layout.mismatch(&info) {
+                        return Ok(Err(NotCurrent { reason, layout_changed: true }));
                     }
                     maps.insert(layout.name, LoadedMap { fd, info });
                 }
@@ -215,13 +287,13 @@ impl KernelState {
             }
         }
         if !missing.is_empty() {
-            return stale(format!("maps not pinned: {}", missing.join(", ")), false);
+            return other(format!("maps not pinned: {}", missing.join(", ")));
         }
-        let run = match run {
-            None => return stale("no run state".into(), false),
-            Some(run) if run.fingerprint != self.spec.fingerprint() => return stale("BPF object changed".into(), false),
-            Some(run) => run,
-        };
+        let Some(run) = run else { return other("no run state".into()) };
+        let by_us = !newer(&run.library_version, &self.library_version);
+        if by_us && run.fingerprint != self.spec.fingerprint() {
+            return other("BPF object changed".into());
+        }
         let mut progs = BTreeMap::new();
         for spec in self.spec.programs {
             let path = self.prog_pin(spec.name);
@@ -229,15 +301,15 @@ impl KernelState {
                 Ok(fd) => {
                     let id = sys::prog_id(&fd).with_context(|| format!("program info {}", path.display()))?;
                     if run.programs.get(spec.name).is_some_and(|&recorded| recorded != id) {
-                        return stale(format!("program pin {} was replaced", spec.name), false);
+                        return other(format!("program pin {} was replaced", spec.name));
                     }
                     progs.insert(spec.name, Prog { fd, id });
                 }
-                Err(e) if is_not_found(&e) => return stale(format!("program {} not pinned", spec.name), false),
+                Err(e) if is_not_found(&e) => return other(format!("program {} not pinned", spec.name)),
                 Err(e) => return Err(e).with_context(|| format!("open pinned program {}", path.display())),
             }
         }
-        Ok(Freshness::Current(Loaded { maps, progs }))
+        Ok(Ok(Loaded { maps, progs }))
     }
 
     /// The current installation: opened if current, else installed (see
@@ -279,8 +351,8 @@ impl KernelState {
             self.unpin_maps_and_programs().context("remove old maps and programs")?;
             crash_point("install-after-unpin");
         }
-        for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
-            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        for dir in [self.pin_dir.clone(), self.maps_dir(), self.progs_dir(), self.links_dir()] {
+            fsutil::private_dir(&dir)?;
         }
         let map_pins: Vec<(&'static str, PathBuf)> =
             self.spec.maps.iter().map(|m| (m.name(), self.map_pin(m.name()))).collect();
@@ -339,12 +411,20 @@ impl KernelState {
     }
 
     /// Pins are only safe on a bpffs: anywhere else they fail, or vanish.
+    /// The root is made private (0700) like everything the library creates.
     pub fn check_bpf_root(bpf_root: &Path) -> Result<()> {
-        std::fs::create_dir_all(bpf_root).with_context(|| format!("create BPF pin root {}", bpf_root.display()))?;
-        if !sys::is_bpffs(bpf_root).with_context(|| format!("statfs {}", bpf_root.display()))? {
+        // The root itself if it exists (it may be a mount point), else where it would be created.
+        let probe = match bpf_root.parent() {
+            Some(parent) if !bpf_root.exists() => {
+                std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+                parent
+            }
+            _ => bpf_root,
+        };
+        if !sys::is_bpffs(probe).with_context(|| format!("statfs {}", probe.display()))? {
             bail!("BPF pin root {} is not on a bpffs (mount -t bpf bpf DIR)", bpf_root.display());
         }
-        Ok(())
+        fsutil::private_dir(bpf_root).context("BPF pin root")
     }
 
     /// Detaches every link and removes every pin and all run state.

@@ -59,6 +59,11 @@ pub fn verdict_value(v: Verdict) -> RuleValue {
     RuleValue { verdict: if v == Verdict::Allow { VERDICT_ALLOW } else { VERDICT_DENY } }
 }
 
+/// Whether the netdev of a `tap_to_group` entry is gone.
+fn nic_vanished(key: &NicKey) -> bool {
+    netdev::name_of(key.ifindex).is_none()
+}
+
 fn nic_entry(ifindex: u32, mark: u16) -> (NicKey, NicValue) {
     (NicKey { ifindex }, NicValue { mark: u32::from(mark) })
 }
@@ -106,7 +111,12 @@ impl super::Subsystem for Policy {
         let Some(group) = cfg.group_of(nic.vmid, nic.iface) else { return Ok(None) };
         let (k, v) = nic_entry(ifindex, group.mark);
         Ok(Some(Plan {
-            maps: vec![Entries::boxed(&TAP_TO_GROUP, BTreeMap::from([(k, v)]), Ownership::Additive)],
+            maps: vec![Entries::boxed_per_netdev(
+                &TAP_TO_GROUP,
+                BTreeMap::from([(k, v)]),
+                Ownership::Additive,
+                nic_vanished,
+            )],
             targets: vec![Target { name: nic.name(), ifindex }],
         }))
     }
