@@ -121,8 +121,13 @@ impl Microseg {
     /// Every subsystem's lock in registry order (one order for every caller,
     /// so two passes never wait on each other crosswise).
     fn lock_all(&self, mode: Mode) -> Result<AllLocks<'_>> {
-        let locks = self.units.iter().map(|u| u.state.lock(mode)).collect::<Result<_>>()?;
-        Ok(AllLocks { ms: self, _locks: locks })
+        // Built up one lock at a time, so that a failure part-way still
+        // removes the lock files it created (on drop).
+        let mut all = AllLocks { ms: self, _locks: Vec::new() };
+        for u in &self.units {
+            all._locks.push(u.state.lock(mode)?);
+        }
+        Ok(all)
     }
 
     /// The running config, or why there is none to act on. `Ok(None)`: the
