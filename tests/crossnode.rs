@@ -21,11 +21,18 @@ fn underlay_ip(host: u8) -> String {
     format!("{UNDERLAY}.{host}")
 }
 
+fn underlay_ip6(host: u8) -> String {
+    format!("2001:db8::{host}")
+}
+
+/// Node B also decapsulates VXLAN over IPv6 (VNI + 1, same bridge).
+const VNI6: u32 = VNI + 1;
+
 fn running_config(guard: bool) -> String {
     let guard = if guard { r#", "guard": {"type": "vtep-guard", "ifaces": "ul0"}"# } else { "" };
     format!(
         r#"{{"version": 9,
-  "zones": {{"ids": {{"vxz": {{"type": "vxlan", "peers": "{a},{b}", "mtu": 1450}}}}}},
+  "zones": {{"ids": {{"vxz": {{"type": "vxlan", "peers": "{a},{b},{a6},{b6}", "mtu": 1450}}}}}},
   "vnets": {{"ids": {{"vnet1": {{"type": "vnet", "zone": "vxz", "tag": {VNI}}}}}}},
   "microseg": {{"ids": {{
     "app": {{"type": "group", "mark": 10}},
@@ -44,7 +51,9 @@ fn running_config(guard: bool) -> String {
     "a203": {{"type": "assignment", "vmid": 203, "iface": 0, "group": "db"}}{guard}
   }}}}}}"#,
         a = underlay_ip(1),
-        b = underlay_ip(2)
+        b = underlay_ip(2),
+        a6 = underlay_ip6(1),
+        b6 = underlay_ip6(2)
     )
 }
 
@@ -70,8 +79,22 @@ impl TwoNodes {
         for (ns, host, port) in [(node_a.as_str(), 1u8, "pa"), (node_b.as_str(), 2, "pb"), (outsider.name.as_str(), 66, "pm")] {
             ip_batch(Some(ns), &format!("link add ul0 type veth peer name {port} netns {}\n", wire.name));
             ip_batch(Some(&wire.name), &format!("link set {port} master sw\nlink set {port} up\n"));
-            ip_batch(Some(ns), &format!("addr add {}/24 dev ul0\nlink set ul0 up\nlink set lo up\n", underlay_ip(host)));
+            ip_batch(
+                Some(ns),
+                &format!(
+                    "addr add {}/24 dev ul0\naddr add {}/64 dev ul0 nodad\nlink set ul0 up\nlink set lo up\n",
+                    underlay_ip(host),
+                    underlay_ip6(host)
+                ),
+            );
         }
+        ip_batch(
+            Some(&node_b),
+            &format!(
+                "link add vxlan6 type vxlan id {VNI6} local {} dstport 4789 gbp\nlink set vxlan6 mtu 1430 master vmbr0 up\n",
+                underlay_ip6(2)
+            ),
+        );
         for (ns, local, peer) in [(node_a.as_str(), 1u8, 2u8), (node_b.as_str(), 2, 1)] {
             ip_batch(
                 Some(ns),
@@ -280,4 +303,74 @@ fn forged_vxlan_from_the_underlay_is_dropped_with_the_vtep_guard() {
     assert!(!t.sandbox_a.settings.bpf_root.join("vtepguard").exists());
     forge(&t, 1);
     assert_eq!(received(&target).len(), 1);
+}
+
+/// A forged VXLAN-GBP frame from the outsider to node B: outer IPv4 or IPv6,
+/// behind `tags`, claiming group app (10), inner UDP to db's guest on B.
+fn forged_frame(t: &TwoNodes, v6: bool, tags: &[(u16, u16)], payload: &str) -> Vec<u8> {
+    use common::packet::Frame;
+    let mut inner = udp_frame(mac(99), mac(13), ip(99), ip(13), payload.as_bytes());
+    inner[36..38].copy_from_slice(&7002u16.to_be_bytes());
+    let mut vx = vxlan_gbp(10, &inner);
+    if v6 {
+        vx[4..8].copy_from_slice(&(VNI6 << 8).to_be_bytes());
+    }
+    let dst_mac = common::packet::mac_of(Some(&t.node_b), "ul0");
+    let src_mac = common::packet::mac_of(Some(&t.outsider.name), "ul0");
+    let f = tags.iter().fold(Frame::new(src_mac, dst_mac), |f, (tpid, vid)| f.tag(*tpid, *vid));
+    let (src, dst) = if v6 {
+        (underlay_ip6(66).parse().unwrap(), underlay_ip6(2).parse().unwrap())
+    } else {
+        (underlay_ip(66).parse().unwrap(), underlay_ip(2).parse().unwrap())
+    };
+    f.udp(src, dst, 40000, 4789, &vx)
+}
+
+#[test]
+fn forged_vxlan_over_ipv6_and_vlan_stacks_is_dropped_with_the_vtep_guard() {
+    use common::packet::{TPID_8021AD, TPID_8021Q};
+    let t = TwoNodes::new();
+    t.apply_both(&running_config(false));
+    let target = listen(&t, "veth203i0", 7002);
+    let stacks: Vec<Vec<(u16, u16)>> = vec![
+        vec![],
+        vec![(TPID_8021Q, 0)],
+        vec![(TPID_8021Q, 0), (TPID_8021Q, 0)],
+        vec![(TPID_8021AD, 0), (TPID_8021Q, 0)],
+        vec![(TPID_8021AD, 0), (TPID_8021Q, 0), (TPID_8021Q, 0)],
+        vec![(TPID_8021Q, 5)],
+        vec![(TPID_8021AD, 100), (TPID_8021Q, 0)],
+    ];
+    let send_all = |t: &TwoNodes, round: &str| {
+        in_netns(&t.outsider, || {
+            for v6 in [false, true] {
+                for (i, tags) in stacks.iter().enumerate() {
+                    let frame = forged_frame(t, v6, tags, &format!("{round}-v{}-{i}", if v6 { 6 } else { 4 }));
+                    common::packet::send_raw("ul0", &frame);
+                }
+            }
+        })
+    };
+    // Without the guard the node decapsulates what a non-peer sends: over
+    // IPv4, over IPv6, and behind VLAN tags with VID 0 (the kernel strips them).
+    send_all(&t, "open");
+    let open = received(&target);
+    for must in ["open-v4-0", "open-v6-0", "open-v4-2", "open-v4-3"] {
+        assert!(open.iter().any(|p| p == must), "{must} was not decapsulated without the guard: {open:?}");
+    }
+    let guarded = running_config(true);
+    t.apply_both(&guarded);
+    send_all(&t, "guarded");
+    assert_eq!(received(&target), Vec::<String>::new(), "forged VXLAN got through the guard");
+    // Peers over IPv4 still reach each other (the matrix), and over IPv6 too.
+    let mut t = t;
+    t.assert_matrix(&guarded, "with the vtep guard on");
+    // VXLAN from a peer over IPv6 (node A's address) is decapsulated.
+    let mut inner = udp_frame(mac(99), mac(13), ip(99), ip(13), b"peer6");
+    inner[36..38].copy_from_slice(&7002u16.to_be_bytes());
+    let mut vx = vxlan_gbp(10, &inner);
+    vx[4..8].copy_from_slice(&(VNI6 << 8).to_be_bytes());
+    let s = UdpSocket::bind(format!("[{}]:0", underlay_ip6(1))).unwrap();
+    s.send_to(&vx, format!("[{}]:4789", underlay_ip6(2))).unwrap();
+    assert_eq!(received(&target), vec!["peer6".to_string()], "VXLAN over IPv6 from a peer");
 }

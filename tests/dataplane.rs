@@ -123,8 +123,10 @@ fn enforce_does_not_touch_the_mark() {
 
 mod vtep_guard {
     use super::*;
-    use microseg::subsystems::vtepguard::maps::{GuardConfig, Peer4Key, PeerValue, GUARD_CONFIG, VTEP_PEERS};
+    use common::packet::*;
+    use microseg::subsystems::vtepguard::maps::{GuardConfig, Peer4Key, Peer6Key, PeerValue, GUARD_CONFIG, VTEP_PEERS, VTEP_PEERS6};
     use microseg::subsystems::{vtepguard::VtepGuard, Subsystem};
+    use std::net::{IpAddr, Ipv6Addr};
 
     struct Guard {
         _sandbox: Sandbox,
@@ -132,14 +134,20 @@ mod vtep_guard {
     }
 
     impl Guard {
-        fn new(peers: &[[u8; 4]]) -> Guard {
+        fn new(peers: &[IpAddr]) -> Guard {
             let sandbox = Sandbox::new("guard");
             let st = KernelState::new(VtepGuard::new().spec().clone(), &sandbox.settings.bpf_root, &sandbox.settings.run_dir);
             KernelState::check_bpf_root(&sandbox.settings.bpf_root).unwrap();
             let loaded = st.install(false, &|_| Ok(())).unwrap();
+            let allowed = PeerValue { allowed: 1 };
             for p in peers {
-                let key = Peer4Key { addr: u32::from_ne_bytes(*p) };
-                loaded.map(&VTEP_PEERS).unwrap().set(&key, &PeerValue { allowed: 1 }).unwrap();
+                match p {
+                    IpAddr::V4(a) => {
+                        let key = Peer4Key { addr: u32::from_ne_bytes(a.octets()) };
+                        loaded.map(&VTEP_PEERS).unwrap().set(&key, &allowed).unwrap()
+                    }
+                    IpAddr::V6(a) => loaded.map(&VTEP_PEERS6).unwrap().set(&Peer6Key { addr: a.octets() }, &allowed).unwrap(),
+                }
             }
             Guard { _sandbox: sandbox, loaded }
         }
@@ -164,32 +172,58 @@ mod vtep_guard {
 
     const PEER: [u8; 4] = [192, 0, 2, 1];
     const STRANGER: [u8; 4] = [192, 0, 2, 66];
+    const PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const STRANGER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x66);
+    const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+    fn guard() -> Guard {
+        Guard::new(&[IpAddr::from(PEER), IpAddr::from(PEER6)])
+    }
+
+    /// The VLAN stacks a sender may put in front: none, one, two and three
+    /// tags of 802.1Q and 802.1ad, VID 0 (which the kernel strips and
+    /// delivers) and others.
+    fn stacks() -> Vec<Vec<(u16, u16)>> {
+        vec![
+            vec![],
+            vec![(TPID_8021Q, 0)],
+            vec![(TPID_8021Q, 7)],
+            vec![(TPID_8021Q, 0), (TPID_8021Q, 0)],
+            vec![(TPID_8021AD, 0), (TPID_8021Q, 0)],
+            vec![(TPID_8021AD, 100), (TPID_8021Q, 5), (TPID_8021Q, 0)],
+            vec![(TPID_8021AD, 0), (TPID_8021AD, 0), (TPID_8021Q, 0), (TPID_8021Q, 9)],
+        ]
+    }
+
+    fn frame(tags: &[(u16, u16)]) -> Frame {
+        tags.iter().fold(Frame::new(mac(1), mac(2)), |f, (t, v)| f.tag(*t, *v))
+    }
 
     #[test]
     fn peer_vxlan_passes() {
-        assert_eq!(Guard::new(&[PEER]).run(&outer(PEER, 4789, 0)), NEXT);
+        assert_eq!(guard().run(&outer(PEER, 4789, 0)), NEXT);
     }
 
     #[test]
     fn non_peer_vxlan_drops() {
-        assert_eq!(Guard::new(&[PEER]).run(&outer(STRANGER, 4789, 0)), DROP);
+        assert_eq!(guard().run(&outer(STRANGER, 4789, 0)), DROP);
     }
 
     #[test]
     fn non_peer_other_udp_passes() {
-        assert_eq!(Guard::new(&[PEER]).run(&outer(STRANGER, 53, 0)), NEXT);
+        assert_eq!(guard().run(&outer(STRANGER, 53, 0)), NEXT);
     }
 
     #[test]
-    fn non_ipv4_passes() {
+    fn non_ip_passes() {
         let mut arp = outer(STRANGER, 4789, 0);
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert_eq!(Guard::new(&[PEER]).run(&arp), NEXT);
+        assert_eq!(guard().run(&arp), NEXT);
     }
 
     #[test]
     fn non_peer_fragments_drop_peer_fragments_pass() {
-        let g = Guard::new(&[PEER]);
+        let g = guard();
         assert_eq!(g.run(&outer(STRANGER, 53, 0x2000)), DROP, "first fragment (MF)");
         assert_eq!(g.run(&outer(STRANGER, 53, 0x0010)), DROP, "later fragment");
         assert_eq!(g.run(&outer(PEER, 4789, 0x2000)), NEXT);
@@ -197,10 +231,68 @@ mod vtep_guard {
 
     #[test]
     fn configured_port() {
-        let g = Guard::new(&[PEER]);
+        let g = guard();
         g.port(8472);
         assert_eq!(g.run(&outer(STRANGER, 8472, 0)), DROP);
         assert_eq!(g.run(&outer(STRANGER, 4789, 0)), NEXT);
+    }
+
+    #[test]
+    fn every_vlan_stack_over_ipv4_and_ipv6() {
+        let g = guard();
+        let node4 = IpAddr::from([192, 0, 2, 2]);
+        for tags in stacks() {
+            let f = frame(&tags);
+            for (peer, stranger, node) in [
+                (IpAddr::from(PEER), IpAddr::from(STRANGER), node4),
+                (IpAddr::from(PEER6), IpAddr::from(STRANGER6), IpAddr::from(NODE6)),
+            ] {
+                let what = format!("{tags:x?} from {stranger}");
+                assert_eq!(g.run(&f.udp(stranger, node, 40000, 4789, &[0; 16])), DROP, "VXLAN {what}");
+                assert_eq!(g.run(&f.udp(peer, node, 40000, 4789, &[0; 16])), NEXT, "VXLAN from the peer {peer}, {tags:x?}");
+                assert_eq!(g.run(&f.udp(stranger, node, 40000, 53, &[0; 16])), NEXT, "other UDP {what}");
+            }
+        }
+    }
+
+    #[test]
+    fn more_tags_than_looked_through_drop() {
+        let tags = [(TPID_8021Q, 0); 5];
+        let f = frame(&tags);
+        assert_eq!(guard().run(&f.udp(IpAddr::from(PEER), IpAddr::from([192, 0, 2, 2]), 1, 53, &[0; 16])), DROP);
+    }
+
+    #[test]
+    fn ipv6_extension_chains() {
+        let g = guard();
+        let f = Frame::new(mac(1), mac(2));
+        let (s, p, d) = (IpAddr::from(STRANGER6), IpAddr::from(PEER6), IpAddr::from(NODE6));
+        let vx = |src, ext: &[(u8, Vec<u8>)]| f.udp_ext(src, d, ext, 40000, 4789, &[0; 16]);
+        assert_eq!(g.run(&vx(s, &[hop_by_hop(), dest_opts()])), DROP, "behind two extension headers");
+        assert_eq!(g.run(&vx(p, &[hop_by_hop(), dest_opts()])), NEXT);
+        let five = [hop_by_hop(), dest_opts(), dest_opts(), dest_opts(), dest_opts()];
+        assert_eq!(g.run(&vx(s, &five)), DROP, "a chain longer than looked through");
+        assert_eq!(g.run(&vx(s, &[srh(NODE6)])), DROP, "SRv6 from a non-peer");
+        assert_eq!(g.run(&vx(p, &[srh(NODE6)])), NEXT, "SRv6 from a peer");
+        let srv6_tcp = f.ip(s, d, 6, &[srh(NODE6)], &[0; 20]);
+        assert_eq!(g.run(&srv6_tcp), DROP, "SRv6 whatever it carries");
+        assert_eq!(g.run(&vx(s, &[fragment(0, true)])), DROP, "first fragment to the VXLAN port");
+        assert_eq!(g.run(&vx(s, &[fragment(8, false)])), DROP, "later UDP fragment");
+        assert_eq!(g.run(&f.udp_ext(s, d, &[fragment(0, true)], 1, 53, &[0; 16])), NEXT, "first fragment, other port");
+        assert_eq!(g.run(&f.ip(s, d, 6, &[fragment(8, false)], &[0; 16])), NEXT, "later TCP fragment");
+    }
+
+    #[test]
+    fn truncated_headers_never_crash() {
+        let g = guard();
+        let f = frame(&[(TPID_8021Q, 0), (TPID_8021AD, 0)]);
+        let full = f.udp_ext(IpAddr::from(STRANGER6), IpAddr::from(NODE6), &[hop_by_hop(), srh(NODE6)], 1, 4789, &[0; 8]);
+        for len in 0..full.len() {
+            let r = g.run(&full[..len.max(14)]);
+            assert!(r == NEXT || r == DROP, "length {len}: {r}");
+        }
+        // Cut inside the IPv6 header or its chain: not decapsulated by the stack, passed.
+        assert_eq!(g.run(&full[..14 + 8 + 20]), NEXT);
     }
 }
 

@@ -13,12 +13,17 @@ struct peer4_key {
 	__u32 addr;
 };
 
-/* Value of vtep_peers. */
+/* Key of vtep_peers6: an outer IPv6 source address. */
+struct peer6_key {
+	__u8 addr[16];
+};
+
+/* Value of vtep_peers and vtep_peers6. */
 struct peer_value {
 	__u8 allowed;
 };
 
-/* Value of the one-entry guard_config array (its key is a __u32 index): the VXLAN UDP port, host order (0: 4789). */
+/* Value of the one-entry guard_config array (its key is a __u32 index). */
 struct guard_settings {
 	__u32 vxlan_port;
 };

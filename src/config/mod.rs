@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn vtep_guard_section_and_zone_peers() {
         let text = r#"{"zones": {"ids": {
-              "vx": {"type": "vxlan", "peers": "192.0.2.1, 192.0.2.2,2001:db8::1"},
+              "vx": {"type": "vxlan", "peers": "192.0.2.1, 192.0.2.2,2001:db8::1,not-an-address"},
               "evpn": {"type": "evpn", "peers": "192.0.2.99"}}},
             "microseg": {"ids": {"g": {"type": "vtep-guard", "ifaces": "eno1,eno2", "peers": ["198.51.100.7"]}}}}"#;
         let cfg = parse(text.as_bytes()).unwrap();
@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(g.ifaces, ["eno1", "eno2"]);
         assert_eq!(g.port, 4789);
         let peers: Vec<String> = g.peers.iter().map(|p| p.to_string()).collect();
-        assert_eq!(peers, ["192.0.2.1", "192.0.2.2", "198.51.100.7"]);
+        assert_eq!(peers, ["192.0.2.1", "192.0.2.2", "198.51.100.7", "2001:db8::1"]);
         assert!(!cfg.groups.is_empty() || cfg.rules.is_empty());
     }
 
@@ -303,7 +303,7 @@ mod tests {
         );
         assert_eq!(
             err(r#""g": {"type": "vtep-guard", "ifaces": "eth0", "peers": "10.0.0.300"}"#),
-            "microseg vtep-guard 'g': peer '10.0.0.300' is not an IPv4 address"
+            "microseg vtep-guard 'g': peer '10.0.0.300' is not an IP address"
         );
         assert_eq!(
             err(r#""g": {"type": "vtep-guard", "ifaces": "../x"}"#),

@@ -2,7 +2,7 @@
 //! peers of every VXLAN zone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::{bail, Result};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ pub struct VtepGuard {
     pub id: String,
     pub ifaces: Vec<String>,
     pub port: u16,
-    pub peers: BTreeSet<Ipv4Addr>,
+    pub peers: BTreeSet<IpAddr>,
 }
 
 #[derive(Deserialize)]
@@ -56,17 +56,17 @@ pub(crate) fn parse_guard(cfg: &mut MicrosegConfig, id: String, value: Value) ->
     let mut peers = BTreeSet::new();
     for p in &s.peers {
         let addr = p
-            .parse::<Ipv4Addr>()
-            .map_err(|_| anyhow::anyhow!("microseg vtep-guard '{id}': peer '{p}' is not an IPv4 address"))?;
+            .parse::<IpAddr>()
+            .map_err(|_| anyhow::anyhow!("microseg vtep-guard '{id}': peer '{p}' is not an IP address"))?;
         peers.insert(addr);
     }
     cfg.guard = Some(VtepGuard { id, ifaces: s.ifaces, port, peers });
     Ok(())
 }
 
-/// The IPv4 peers of every VXLAN zone (`peers`: a comma or space separated
-/// list). IPv6 peers are not guarded yet and are skipped with a warning.
-pub(crate) fn vxlan_zone_peers(zones: Option<&SectionMap>) -> BTreeSet<Ipv4Addr> {
+/// The peers of every VXLAN zone (`peers`: a comma or space separated list
+/// of IPv4 and IPv6 addresses).
+pub(crate) fn vxlan_zone_peers(zones: Option<&SectionMap>) -> BTreeSet<IpAddr> {
     let mut peers = BTreeSet::new();
     for (id, zone) in zones.map(|z| &z.ids).into_iter().flatten() {
         if zone.get("type").and_then(Value::as_str) != Some("vxlan") {
@@ -74,11 +74,11 @@ pub(crate) fn vxlan_zone_peers(zones: Option<&SectionMap>) -> BTreeSet<Ipv4Addr>
         }
         let Some(list) = zone.get("peers").and_then(Value::as_str) else { continue };
         for p in list.split([',', ' ', ';']).filter(|p| !p.is_empty()) {
-            match p.parse::<Ipv4Addr>() {
+            match p.parse::<IpAddr>() {
                 Ok(a) => {
                     peers.insert(a);
                 }
-                Err(_) => log::warn!("zone '{id}': peer '{p}' is not an IPv4 address, not admitted by the VTEP guard"),
+                Err(_) => log::warn!("zone '{id}': peer '{p}' is not an IP address, not admitted by the VTEP guard"),
             }
         }
     }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod btf;
+pub mod packet;
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -10,7 +10,12 @@ shared_struct! {
 }
 
 shared_struct! {
-    /// Value of `vtep_peers`.
+    /// Key of `vtep_peers6`: an outer IPv6 source address.
+    pub struct Peer6Key = "peer6_key" { pub addr: [u8; 16] }
+}
+
+shared_struct! {
+    /// Value of `vtep_peers` and `vtep_peers6`.
     pub struct PeerValue = "peer_value" { pub allowed: u8 }
 }
 
@@ -20,5 +25,6 @@ shared_struct! {
 }
 
 pub static VTEP_PEERS: MapDef<Peer4Key, PeerValue> = MapDef::new("vtep_peers");
+pub static VTEP_PEERS6: MapDef<Peer6Key, PeerValue> = MapDef::new("vtep_peers6");
 /// An array: its key is the slot index (0).
 pub static GUARD_CONFIG: MapDef<u32, GuardConfig> = MapDef::new("guard_config");

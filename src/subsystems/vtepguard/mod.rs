@@ -4,6 +4,7 @@
 pub mod maps;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use anyhow::Result;
 
@@ -15,13 +16,13 @@ use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::report::Report;
 
-use maps::{GuardConfig, Peer4Key, PeerValue, GUARD_CONFIG, VTEP_PEERS};
+use maps::{GuardConfig, Peer4Key, Peer6Key, PeerValue, GUARD_CONFIG, VTEP_PEERS, VTEP_PEERS6};
 
 /// From `bpf/vtepguard.bpf.c`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vtepguard.bpf.o"));
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
-static MAPS: [&dyn MapDesc; 2] = [&VTEP_PEERS, &GUARD_CONFIG];
+static MAPS: [&dyn MapDesc; 3] = [&VTEP_PEERS, &VTEP_PEERS6, &GUARD_CONFIG];
 
 pub struct VtepGuard {
     spec: ObjectSpec,
@@ -55,11 +56,15 @@ impl super::Subsystem for VtepGuard {
     fn plan(&self, cfg: &MicrosegConfig) -> Result<Option<Plan>> {
         let Some(g) = &cfg.guard else { return Ok(None) };
         // Keys are the outer source address as the packet carries it.
-        let peers: BTreeMap<Peer4Key, PeerValue> = g
-            .peers
-            .iter()
-            .map(|a| (Peer4Key { addr: u32::from_ne_bytes(a.octets()) }, PeerValue { allowed: 1 }))
-            .collect();
+        let allowed = PeerValue { allowed: 1 };
+        let mut peers = BTreeMap::new();
+        let mut peers6 = BTreeMap::new();
+        for peer in &g.peers {
+            match peer {
+                IpAddr::V4(a) => peers.insert(Peer4Key { addr: u32::from_ne_bytes(a.octets()) }, allowed),
+                IpAddr::V6(a) => peers6.insert(Peer6Key { addr: a.octets() }, allowed),
+            };
+        }
         let config = BTreeMap::from([(0u32, GuardConfig { vxlan_port: u32::from(g.port) })]);
         let mut targets = Vec::new();
         for iface in &g.ifaces {
@@ -71,6 +76,7 @@ impl super::Subsystem for VtepGuard {
         Ok(Some(Plan {
             maps: vec![
                 Entries::boxed(&VTEP_PEERS, peers, Ownership::Whole),
+                Entries::boxed(&VTEP_PEERS6, peers6, Ownership::Whole),
                 // An array's slots cannot be deleted: written, never pruned.
                 Entries::boxed(&GUARD_CONFIG, config, Ownership::Additive),
             ],
