@@ -176,8 +176,8 @@ impl Microseg {
         for (u, plan) in self.units.iter().zip(&plans) {
             match plan {
                 Some(plan) => {
-                    let targets = u.state.reconcile(plan, &|| self.ranks(), &mut report).context(u.state.name())?;
-                    u.subsystem.count_targets(&mut report, targets);
+                    u.state.reconcile(plan, &|| self.ranks(), &mut report).context(u.state.name())?;
+                    u.subsystem.count_targets(&mut report, plan.counted);
                 }
                 None => {
                     if u.state.exists() {
@@ -204,20 +204,23 @@ impl Microseg {
     fn apply_guest_nic(&self, nic: &GuestNic) -> Result<IfaceOutcome> {
         let name = nic.name();
         let Some(cfg) = self.read_config()? else { return Ok(IfaceOutcome::Unassigned) };
-        let ifindex = netdev::ifindex(&name);
+        let group = cfg.group_of(nic.vmid, nic.iface);
+        let Some(ifindex) = netdev::ifindex(&name) else {
+            if group.is_none() {
+                return Ok(IfaceOutcome::Unassigned);
+            }
+            log::info!("microseg: {name} vanished before it could be enforced");
+            return Ok(IfaceOutcome::Vanished);
+        };
         let mut plans = Vec::new();
         for u in &self.units {
-            if let Some(plan) = u.subsystem.plan_nic(&cfg, nic, ifindex.unwrap_or(0))? {
+            if let Some(plan) = u.subsystem.plan_nic(&cfg, nic, ifindex)? {
                 plans.push((u, plan));
             }
         }
         if plans.is_empty() {
             return Ok(IfaceOutcome::Unassigned);
         }
-        let Some(ifindex) = ifindex else {
-            log::info!("microseg: {name} vanished before it could be enforced");
-            return Ok(IfaceOutcome::Vanished);
-        };
         KernelState::check_bpf_root(&self.settings.bpf_root)?;
         let mut report = Report::default();
         for (u, plan) in &plans {
@@ -236,9 +239,10 @@ impl Microseg {
                 Err(e) => return Err(e.context(u.state.name())),
             }
         }
+        // An unassigned NIC got pass-through programs only.
+        let Some(group) = group else { return Ok(IfaceOutcome::Unassigned) };
         report.nics = 1;
-        let mark = cfg.group_of(nic.vmid, nic.iface).map_or(0, |g| g.mark);
-        Ok(IfaceOutcome::Enforced { mark, report })
+        Ok(IfaceOutcome::Enforced { mark: group.mark, report })
     }
 
     /// The resolved policy as JSON, for tools and the demo: group marks, the

@@ -47,9 +47,10 @@ fn every_shared_struct_matches_the_objects_btf() {
             structs += check_layout(&btf, desc.name(), "value", v, &desc.value());
         }
     }
-    // nic_key, nic_value, rule_key, rule_value, peer4_key, peer_value (x2),
-    // peer6_key, guard_settings, probe_counts.
-    assert_eq!(structs, 10, "every shared struct was compared");
+    // nic_key, nic_value, rule_key, rule_value, addr_key, addr_value,
+    // tunnel_settings, peer4_key, peer_value (x2), peer6_key,
+    // guard_settings, probe_counts.
+    assert_eq!(structs, 13, "every shared struct was compared");
 }
 
 #[test]

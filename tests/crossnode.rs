@@ -374,3 +374,79 @@ fn forged_vxlan_over_ipv6_and_vlan_stacks_is_dropped_with_the_vtep_guard() {
     s.send_to(&vx, format!("[{}]:4789", underlay_ip6(2))).unwrap();
     assert_eq!(received(&target), vec!["peer6".to_string()], "VXLAN over IPv6 from a peer");
 }
+
+/// Guests on node B (web 201 with no rule toward db, and the unassigned
+/// 204) send VXLAN-GBP claiming app (10), which may reach db, with the
+/// VNet's VNI, to every address of node B they can reach: its bridge
+/// address, its underlay address (routed by the node), the subnet and the
+/// limited broadcast; from their own address, and raw with a peer's and the
+/// node's address as source, untagged and VLAN-tagged.
+fn guest_forgeries(t: &TwoNodes, attacker: &str, round: &str) {
+    use common::packet::{send_raw, Frame, TPID_8021AD, TPID_8021Q};
+    let mut n = 0;
+    let mut next = |what: &str| {
+        n += 1;
+        let mut inner = udp_frame(mac(99), mac(13), ip(99), ip(13), format!("{round}-{attacker}-{what}-{n}").as_bytes());
+        inner[36..38].copy_from_slice(&7003u16.to_be_bytes());
+        vxlan_gbp(10, &inner)
+    };
+    let node_b_bridge = ip(253);
+    let node_b_underlay: std::net::Ipv4Addr = underlay_ip(2).parse().unwrap();
+    let bcast = std::net::Ipv4Addr::new(10, 77, 0, 255);
+    let me = t.lab.endpoint_ip(attacker);
+    in_netns(t.lab.guest_ns(attacker), || {
+        let s = UdpSocket::bind(SocketAddrV4::new(me, 0)).unwrap();
+        s.set_broadcast(true).unwrap();
+        for dst in [node_b_bridge, node_b_underlay, bcast, std::net::Ipv4Addr::BROADCAST] {
+            let _ = s.send_to(&next(&format!("sock-{dst}")), SocketAddrV4::new(dst, 4789));
+        }
+        let peer: std::net::Ipv4Addr = underlay_ip(1).parse().unwrap();
+        for src in [peer, node_b_underlay, me] {
+            for tags in [vec![], vec![(TPID_8021Q, 0)], vec![(TPID_8021AD, 0), (TPID_8021Q, 0)]] {
+                for dst in [node_b_bridge, node_b_underlay] {
+                    let f = tags.iter().fold(Frame::new(mac(t.host_of(attacker)), mac(253)), |f, (tp, v)| f.tag(*tp, *v));
+                    let frame = f.udp(src.into(), dst.into(), 40000, 4789, &next(&format!("raw-{src}-{dst}-{tags:?}")));
+                    send_raw("eth0", &frame);
+                }
+            }
+        }
+    });
+}
+
+impl TwoNodes {
+    fn host_of(&self, name: &str) -> u8 {
+        self.lab.endpoint_ip(name).octets()[3]
+    }
+}
+
+#[test]
+fn a_guest_cannot_make_the_node_decapsulate_its_own_vxlan() {
+    let mut t = TwoNodes::new();
+    let target = listen(&t, "veth203i0", 7003);
+    for attacker in ["veth201i0", "veth204i0"] {
+        // The node routes what the guests send to its underlay address.
+        ip_batch(Some(&t.lab.guest_ns(attacker).name), &format!("route add {UNDERLAY}.0/24 via {}\n", ip(253)));
+    }
+    // Without microseg the node decapsulates what a guest sends it.
+    for attacker in ["veth201i0", "veth204i0"] {
+        guest_forgeries(&t, attacker, "open");
+    }
+    let open = received(&target);
+    assert!(open.len() >= 8, "the attack does not work even without microseg: {open:?}");
+
+    let json = running_config(true);
+    t.apply_both(&json);
+    for attacker in ["veth201i0", "veth204i0"] {
+        guest_forgeries(&t, attacker, "enforced");
+    }
+    assert_eq!(received(&target), Vec::<String>::new(), "a guest chose its group through the node's VXLAN");
+
+    // Peers still carry the policy, and guests exchange VXLAN among themselves.
+    t.assert_matrix(&json, "with the tunnel checks on");
+    let vx_between = listen(&t, "veth202i0", 4789);
+    in_netns(t.lab.guest_ns("veth201i0"), || {
+        let s = UdpSocket::bind(SocketAddrV4::new(t.lab.endpoint_ip("veth201i0"), 0)).unwrap();
+        s.send_to(b"guest-vxlan", SocketAddrV4::new(t.lab.endpoint_ip("veth202i0"), 4789)).unwrap();
+    });
+    assert_eq!(received(&vx_between), vec!["guest-vxlan".to_string()], "VXLAN between guests in the VNet");
+}

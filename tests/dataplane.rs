@@ -317,3 +317,98 @@ fn batched_map_sync_agrees_with_element_access() {
     map.remove_all(&gone).unwrap();
     assert_eq!(map.entries().unwrap().len(), n - 5000);
 }
+
+/// The stamp on every guest NIC refuses tunnel packets aimed at the node.
+mod guest_tunnels {
+    use super::*;
+    use common::packet::*;
+    use microseg::subsystems::microseg::maps::{
+        AddrKey, AddrValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER, TUNNEL_CONFIG, UNDERLAY_ADDRS,
+    };
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    const NODE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
+    const BCAST: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 255);
+    const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const GUEST: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+    const OTHER_GUEST: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 13);
+    const NODE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0xfe);
+    const GUEST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+    const OTHER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 13);
+
+    fn key(a: IpAddr) -> AddrKey {
+        AddrKey {
+            addr: match a {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            },
+        }
+    }
+
+    fn plane() -> Plane {
+        let p = Plane::new();
+        let addrs = p.loaded.map(&UNDERLAY_ADDRS).unwrap();
+        for (a, kind) in [
+            (IpAddr::from(NODE), ADDR_LOCAL),
+            (IpAddr::from(BCAST), ADDR_BROADCAST),
+            (IpAddr::from(PEER), ADDR_PEER),
+            (IpAddr::from(NODE6), ADDR_LOCAL),
+        ] {
+            addrs.set(&key(a), &AddrValue { kind }).unwrap();
+        }
+        p.loaded.map(&TUNNEL_CONFIG).unwrap().set(&0, &TunnelSettings { ports: [4789, 8472, 0, 0] }).unwrap();
+        p
+    }
+
+    fn stamp(p: &Plane, pkt: &[u8]) -> i32 {
+        sys::prog_test_run(p.loaded.prog("microseg_stamp").fd.as_fd(), pkt, &SkBuffCtx::new(LO, 0), 1).unwrap().retval
+    }
+
+    #[test]
+    fn vxlan_to_the_node_or_from_a_claimed_address_drops_on_assigned_and_unassigned_nics() {
+        let p = plane();
+        for assigned in [false, true] {
+            if assigned {
+                p.assign(LO, 11);
+            }
+            for tags in [vec![], vec![(TPID_8021Q, 0)], vec![(TPID_8021AD, 0), (TPID_8021Q, 10)]] {
+                let f = tags.iter().fold(Frame::new(mac(1), mac(254)), |f, (t, v)| f.tag(*t, *v));
+                let vx = |src: Ipv4Addr, dst: Ipv4Addr, port| f.udp(src.into(), dst.into(), 40000, port, &[0; 24]);
+                let what = format!("assigned {assigned}, tags {tags:x?}");
+                for dst in [NODE, BCAST, Ipv4Addr::BROADCAST, Ipv4Addr::new(239, 1, 1, 1)] {
+                    assert_eq!(stamp(&p, &vx(GUEST, dst, 4789)), DROP, "VXLAN to {dst}, {what}");
+                }
+                assert_eq!(stamp(&p, &vx(GUEST, NODE, 8472)), DROP, "second tunnel port, {what}");
+                assert_eq!(stamp(&p, &vx(PEER, OTHER_GUEST, 4789)), DROP, "a peer's source, {what}");
+                assert_eq!(stamp(&p, &vx(NODE, OTHER_GUEST, 4789)), DROP, "the node's source, {what}");
+                assert_eq!(stamp(&p, &vx(GUEST, OTHER_GUEST, 4789)), NEXT, "VXLAN between guests, {what}");
+                assert_eq!(stamp(&p, &vx(GUEST, NODE, 53)), NEXT, "other UDP to the node, {what}");
+            }
+        }
+    }
+
+    #[test]
+    fn srv6_and_ipv6_tunnels_to_the_node_drop() {
+        let p = plane();
+        let f = Frame::new(mac(1), mac(254));
+        let (g, n, o) = (IpAddr::from(GUEST6), IpAddr::from(NODE6), IpAddr::from(OTHER6));
+        assert_eq!(stamp(&p, &f.udp(g, n, 40000, 4789, &[0; 24])), DROP, "VXLAN over IPv6 to the node");
+        assert_eq!(stamp(&p, &f.udp(g, "ff02::1".parse().unwrap(), 40000, 4789, &[0; 24])), DROP, "to a multicast group");
+        assert_eq!(stamp(&p, &f.ip(g, n, 41, &[srh(NODE6)], &[0x60; 40])), DROP, "SRv6 to the node");
+        assert_eq!(stamp(&p, &f.ip(g, n, 4, &[], &[0x45; 20])), DROP, "IPv4 in IPv6 (reduced SRv6) to the node");
+        assert_eq!(stamp(&p, &f.ip(g, n, 41, &[hop_by_hop()], &[0x60; 40])), DROP, "IPv6 in IPv6 behind an extension");
+        assert_eq!(stamp(&p, &f.ip(g, o, 41, &[srh(OTHER6)], &[0x60; 40])), NEXT, "SRv6 between guests");
+        assert_eq!(stamp(&p, &f.udp(g, n, 40000, 53, &[0; 24])), NEXT, "other UDP to the node");
+        assert_eq!(stamp(&p, &f.udp_ext(g, n, &[fragment(8, false)], 1, 4789, &[0; 24])), NEXT, "a later fragment carries no port");
+    }
+
+    #[test]
+    fn the_stamp_still_stamps() {
+        let p = plane();
+        p.assign(LO, 11);
+        let f = Frame::new(mac(1), mac(254));
+        let pkt = f.udp(GUEST.into(), OTHER_GUEST.into(), 1, 80, &[0; 24]);
+        let r = sys::prog_test_run(p.loaded.prog("microseg_stamp").fd.as_fd(), &pkt, &SkBuffCtx::new(LO, 0x8000_0000), 1).unwrap();
+        assert_eq!((r.retval, r.ctx_out.mark()), (NEXT, 0x8000_000b));
+    }
+}

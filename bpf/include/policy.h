@@ -34,4 +34,25 @@ struct rule_value {
 	__u8 verdict;
 };
 
+/* Key of underlay_addrs: an IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d). */
+struct addr_key {
+	__u8 addr[16];
+};
+
+#define ADDR_LOCAL 1	 /* an address of this node */
+#define ADDR_BROADCAST 2 /* a broadcast address of one of its subnets */
+#define ADDR_PEER 3	 /* a VTEP peer */
+
+/* Value of underlay_addrs. */
+struct addr_value {
+	__u8 kind;
+};
+
+#define MAX_TUNNEL_PORTS 4
+
+/* Value of the one-entry tunnel_config array: UDP ports the node decapsulates (0: unused). */
+struct tunnel_settings {
+	__u16 ports[MAX_TUNNEL_PORTS];
+};
+
 #endif

@@ -32,6 +32,8 @@ pub struct MicrosegConfig {
     pub rules: BTreeMap<String, Rule>,
     pub assignments: BTreeMap<String, Assignment>,
     pub guard: Option<VtepGuard>,
+    /// The VTEP peers of every VXLAN zone: addresses a guest may never claim.
+    pub zone_peers: std::collections::BTreeSet<std::net::IpAddr>,
     /// Sections of types this module does not parse, by id: `(type, body)`.
     /// A subsystem may read its own; the rest are warned about once.
     pub other: BTreeMap<String, (String, Value)>,
@@ -95,8 +97,9 @@ pub fn parse(text: &[u8]) -> Result<MicrosegConfig> {
     for (id, value) in section_map.ids {
         parse_section(&mut cfg, id, value)?;
     }
+    cfg.zone_peers = underlay::vxlan_zone_peers(doc.zones.as_ref());
     if let Some(guard) = &mut cfg.guard {
-        guard.peers.extend(underlay::vxlan_zone_peers(doc.zones.as_ref()));
+        guard.peers.extend(cfg.zone_peers.iter().copied());
     }
     validate(&cfg)?;
     Ok(cfg)

@@ -66,6 +66,96 @@ pub fn ifindex(name: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
+/// Every guest NIC of this network namespace, with its ifindex.
+pub fn guest_nics() -> Vec<(GuestNic, u32)> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*p).if_name);
+            if let Some(nic) = GuestNic::parse(name.to_bytes()) {
+                out.push((nic, (*p).if_index));
+            }
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
+/// What an address of this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrKind {
+    Local,
+    Broadcast,
+}
+
+/// Every address of this network namespace's netdevs but guest NICs (bridge
+/// ports, whose own link-local addresses never receive; leaving them out
+/// keeps guest starts from churning the map), and the broadcast
+/// addresses of their IPv4 subnets: the configured one, and the subnet's
+/// all-ones address, which the kernel treats as a broadcast for every
+/// prefix shorter than /31 even when none is configured.
+pub fn node_addresses() -> std::io::Result<Vec<(std::net::IpAddr, AddrKind)>> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed with freeifaddrs below; every
+    // sockaddr is read according to its family.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut p = list;
+        while !p.is_null() {
+            let ifa = &*p;
+            p = ifa.ifa_next;
+            if !ifa.ifa_name.is_null() && GuestNic::parse(std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes()).is_some() {
+                continue;
+            }
+            let read = |sa: *const libc::sockaddr| -> Option<IpAddr> {
+                if sa.is_null() {
+                    return None;
+                }
+                match i32::from((*sa).sa_family) {
+                    libc::AF_INET => {
+                        let a = &*(sa as *const libc::sockaddr_in);
+                        Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))))
+                    }
+                    libc::AF_INET6 => {
+                        let a = &*(sa as *const libc::sockaddr_in6);
+                        Some(IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)))
+                    }
+                    _ => None,
+                }
+            };
+            let addr = read(ifa.ifa_addr);
+            if let Some(a) = addr {
+                out.push((a, AddrKind::Local));
+            }
+            if let (Some(IpAddr::V4(a)), Some(IpAddr::V4(mask))) = (addr, read(ifa.ifa_netmask)) {
+                if u32::from(mask).count_ones() < 31 {
+                    out.push((IpAddr::V4(Ipv4Addr::from(u32::from(a) | !u32::from(mask))), AddrKind::Broadcast));
+                }
+            }
+            if ifa.ifa_flags & libc::IFF_BROADCAST as u32 != 0 {
+                if let Some(b @ IpAddr::V4(_)) = read(ifa.ifa_ifu) {
+                    if !b.is_unspecified() {
+                        out.push((b, AddrKind::Broadcast));
+                    }
+                }
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    Ok(out)
+}
+
 /// The current name of netdev `ifindex` in this network namespace.
 pub fn name_of(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];

@@ -26,6 +26,9 @@ pub struct Plan {
     pub maps: Vec<Box<dyn MapContent>>,
     /// Netdevs that carry every program of the subsystem.
     pub targets: Vec<Target>,
+    /// How many targets the report counts as enforced (a subsystem may
+    /// carry pass-through programs on targets it does not enforce).
+    pub counted: usize,
 }
 
 impl Plan {
@@ -56,11 +59,11 @@ impl Plan {
 
 impl KernelState {
     /// Full pass (caller holds the exclusive lock): afterwards the kernel
-    /// holds exactly `plan`. Returns how many targets are enforced. A target
+    /// holds exactly `plan`. A target
     /// that cannot be attached fails the pass (after every other target was
     /// tried); a link that cannot be detached only warns (over-enforcement
     /// is safe).
-    pub fn reconcile(&self, plan: &Plan, ranks: &dyn Fn() -> Ranks, report: &mut Report) -> Result<usize> {
+    pub fn reconcile(&self, plan: &Plan, ranks: &dyn Fn() -> Ranks, report: &mut Report) -> Result<()> {
         report.links_detached += self.sweep_tmp_pins();
         let (loaded, prefilled) = self.ensure_current(&|l| plan.write_maps(l))?;
         report.loaded |= prefilled.is_some();
@@ -93,7 +96,7 @@ impl KernelState {
         if !failed.is_empty() {
             bail!("{}", failed.join("; "));
         }
-        Ok(plan.targets.len())
+        Ok(())
     }
 
     /// Additive pass (caller holds the shared lock): writes `plan`'s entries

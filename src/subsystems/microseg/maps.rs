@@ -24,8 +24,31 @@ shared_struct! {
     pub struct RuleValue = "rule_value" { pub verdict: u8 }
 }
 
+shared_struct! {
+    /// Key of `underlay_addrs`: an IPv6 address, or an IPv4 one mapped (`::ffff:a.b.c.d`).
+    pub struct AddrKey = "addr_key" { pub addr: [u8; 16] }
+}
+
+shared_struct! {
+    /// Value of `underlay_addrs`: `ADDR_LOCAL`, `ADDR_BROADCAST` or `ADDR_PEER`.
+    pub struct AddrValue = "addr_value" { pub kind: u8 }
+}
+
+shared_struct! {
+    /// Value of the one-entry `tunnel_config` array: UDP ports the node
+    /// decapsulates (0: unused).
+    pub struct TunnelSettings = "tunnel_settings" { pub ports: [u16; 4] }
+}
+
+pub const ADDR_LOCAL: u8 = 1;
+pub const ADDR_BROADCAST: u8 = 2;
+pub const ADDR_PEER: u8 = 3;
+
 pub const VERDICT_DENY: u8 = 0;
 pub const VERDICT_ALLOW: u8 = 1;
 
 pub static TAP_TO_GROUP: MapDef<NicKey, NicValue> = MapDef::new("tap_to_group");
 pub static RULES: MapDef<RuleKey, RuleValue> = MapDef::new("rules");
+pub static UNDERLAY_ADDRS: MapDef<AddrKey, AddrValue> = MapDef::new("underlay_addrs");
+/// An array: its key is the slot index (0).
+pub static TUNNEL_CONFIG: MapDef<u32, TunnelSettings> = MapDef::new("tunnel_config");

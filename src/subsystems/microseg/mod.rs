@@ -5,25 +5,29 @@ pub mod maps;
 pub mod resolve;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::config::{Assignment, MicrosegConfig};
 use crate::kernel::links::Target;
 use crate::kernel::maps::{Entries, MapDesc, Ownership};
-use crate::kernel::netdev::{self, GuestNic, NicKind};
+use crate::kernel::netdev::{self, AddrKind, GuestNic, NicKind};
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::report::Report;
 
-use maps::{NicKey, NicValue, RuleKey, RuleValue, RULES, TAP_TO_GROUP, VERDICT_ALLOW, VERDICT_DENY};
+use maps::{
+    AddrKey, AddrValue, NicKey, NicValue, RuleKey, RuleValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER,
+    RULES, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS, VERDICT_ALLOW, VERDICT_DENY,
+};
 use resolve::Verdict;
 
 /// The production data plane, built by `build.rs` from `bpf/microseg.bpf.c`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/microseg.bpf.o"));
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
-static MAPS: [&dyn MapDesc; 2] = [&TAP_TO_GROUP, &RULES];
+static MAPS: [&dyn MapDesc; 4] = [&TAP_TO_GROUP, &RULES, &UNDERLAY_ADDRS, &TUNNEL_CONFIG];
 
 pub const NAME: &str = "microseg";
 
@@ -59,6 +63,46 @@ pub fn verdict_value(v: Verdict) -> RuleValue {
     RuleValue { verdict: if v == Verdict::Allow { VERDICT_ALLOW } else { VERDICT_DENY } }
 }
 
+/// The node's addresses and its subnets' broadcasts (read now, at every
+/// full pass) and the VTEP peers, which no guest may aim a tunnel at or
+/// claim as its source.
+fn underlay_addrs(cfg: &MicrosegConfig) -> Result<BTreeMap<AddrKey, AddrValue>> {
+    let key = |a: IpAddr| AddrKey {
+        addr: match a {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        },
+    };
+    let mut out = BTreeMap::new();
+    let peers = cfg.zone_peers.iter().chain(cfg.guard.iter().flat_map(|g| g.peers.iter()));
+    for &peer in peers {
+        out.insert(key(peer), AddrValue { kind: ADDR_PEER });
+    }
+    // The node's own addresses win over a peer entry for the same address.
+    for (addr, kind) in netdev::node_addresses().context("list the node's addresses")? {
+        let kind = match kind {
+            AddrKind::Local => ADDR_LOCAL,
+            AddrKind::Broadcast => ADDR_BROADCAST,
+        };
+        out.insert(key(addr), AddrValue { kind });
+    }
+    let capacity = 16384;
+    if out.len() > capacity {
+        bail!("microseg: {} node addresses and peers, the kernel map holds {capacity}", out.len());
+    }
+    Ok(out)
+}
+
+/// The UDP ports the node decapsulates VXLAN on: PVE's 4789, and the VTEP
+/// guard's port if it names another.
+fn tunnel_settings(cfg: &MicrosegConfig) -> TunnelSettings {
+    let mut ports = [4789u16, 0, 0, 0];
+    if let Some(port) = cfg.guard.as_ref().map(|g| g.port).filter(|&p| p != 4789) {
+        ports[1] = port;
+    }
+    TunnelSettings { ports }
+}
+
 /// Whether the netdev of a `tap_to_group` entry is gone.
 fn nic_vanished(key: &NicKey) -> bool {
     netdev::name_of(key.ifindex).is_none()
@@ -73,6 +117,9 @@ impl super::Subsystem for Policy {
         &self.spec
     }
 
+    /// Every local guest NIC is a target: assigned ones are enforced,
+    /// unassigned ones carry the programs as pass-through (their traffic is
+    /// untouched by the policy; the tunnel check applies to every guest).
     fn plan(&self, cfg: &MicrosegConfig) -> Result<Option<Plan>> {
         if cfg.groups.is_empty() && cfg.rules.is_empty() && cfg.assignments.is_empty() {
             return Ok(None);
@@ -82,42 +129,43 @@ impl super::Subsystem for Policy {
             pairs.iter().map(|(&(src, dst), &v)| (RuleKey { src, dst }, verdict_value(v))).collect();
         let mut nics = BTreeMap::new();
         let mut targets = Vec::new();
-        for a in cfg.assignments.values() {
-            let mark = cfg.groups[&a.group].mark;
-            for name in nic_names(a) {
-                if let Some(ifindex) = netdev::ifindex(&name) {
-                    let (k, v) = nic_entry(ifindex, mark);
-                    nics.insert(k, v);
-                    targets.push(Target { name, ifindex });
-                }
+        for (nic, ifindex) in netdev::guest_nics() {
+            if let Some(group) = cfg.group_of(nic.vmid, nic.iface) {
+                let (k, v) = nic_entry(ifindex, group.mark);
+                nics.insert(k, v);
             }
+            targets.push(Target { name: nic.name(), ifindex });
         }
         let capacity = self.spec.capacity(TAP_TO_GROUP.name)?;
-        if targets.len() > capacity {
-            bail!("microseg: {} local assigned NICs, the kernel group map holds {capacity}", targets.len());
+        if nics.len() > capacity {
+            bail!("microseg: {} local assigned NICs, the kernel group map holds {capacity}", nics.len());
         }
+        let counted = nics.len();
         Ok(Some(Plan {
             maps: vec![
                 Entries::boxed(&RULES, rules, Ownership::Whole),
                 Entries::boxed(&TAP_TO_GROUP, nics, Ownership::Whole),
+                Entries::boxed(&UNDERLAY_ADDRS, underlay_addrs(cfg)?, Ownership::Whole),
+                Entries::boxed(&TUNNEL_CONFIG, BTreeMap::from([(0, tunnel_settings(cfg))]), Ownership::Additive),
             ],
             targets,
+            counted,
         }))
     }
 
     /// Validates but does not resolve: resolution only feeds the rule map,
-    /// which `apply_iface` never touches.
+    /// which `apply_iface` never touches. An unassigned NIC gets the
+    /// programs without a group entry.
     fn plan_nic(&self, cfg: &MicrosegConfig, nic: &GuestNic, ifindex: u32) -> Result<Option<Plan>> {
-        let Some(group) = cfg.group_of(nic.vmid, nic.iface) else { return Ok(None) };
-        let (k, v) = nic_entry(ifindex, group.mark);
+        if cfg.groups.is_empty() && cfg.rules.is_empty() && cfg.assignments.is_empty() {
+            return Ok(None);
+        }
+        let entries: BTreeMap<NicKey, NicValue> =
+            cfg.group_of(nic.vmid, nic.iface).map(|g| nic_entry(ifindex, g.mark)).into_iter().collect();
         Ok(Some(Plan {
-            maps: vec![Entries::boxed_per_netdev(
-                &TAP_TO_GROUP,
-                BTreeMap::from([(k, v)]),
-                Ownership::Additive,
-                nic_vanished,
-            )],
+            maps: vec![Entries::boxed_per_netdev(&TAP_TO_GROUP, entries, Ownership::Additive, nic_vanished)],
             targets: vec![Target { name: nic.name(), ifindex }],
+            counted: 1,
         }))
     }
 

@@ -77,6 +77,6 @@ impl super::Subsystem for OrderProbe {
             }
         }
         let zero = BTreeMap::from([(0u32, ProbeCounts::default())]);
-        Ok(any.then(|| Plan { maps: vec![Entries::boxed(&PROBE_COUNTS, zero, Ownership::Additive)], targets }))
+        Ok(any.then(|| Plan { maps: vec![Entries::boxed(&PROBE_COUNTS, zero, Ownership::Additive)], targets, counted: 0 }))
     }
 }

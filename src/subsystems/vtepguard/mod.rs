@@ -80,6 +80,7 @@ impl super::Subsystem for VtepGuard {
                 // An array's slots cannot be deleted: written, never pruned.
                 Entries::boxed(&GUARD_CONFIG, config, Ownership::Additive),
             ],
+            counted: targets.len(),
             targets,
         }))
     }
