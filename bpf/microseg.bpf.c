@@ -1,27 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * Group-based microsegmentation data plane (SPEC section 4).
+ * Group-based microsegmentation data plane (SPEC sections 3-5).
  *
- * Two tc programs per assigned guest NIC, attached as TCX links:
- *   microseg_stamp   on the NIC's ingress: traffic leaving the guest gets the
- *                    NIC's group in the low 16 bits of skb->mark;
- *   microseg_enforce on the NIC's egress: traffic toward the guest passes only
- *                    if rules[(mark & 0xffff, NIC's group)] says allow.
+ * Two tc programs on every guest NIC, attached as TCX links:
+ *   microseg_stamp   on the NIC's ingress (what the guest sends): the NIC's
+ *                    group into the low 16 bits of skb->mark, and the flows
+ *                    the guest opens into the flow table;
+ *   microseg_enforce on the NIC's egress (what reaches the guest): delivered
+ *                    when the policy lets the source group open this
+ *                    packet's flow (every packet, so a revoked rule stops
+ *                    established flows at once), or when it answers a flow
+ *                    this NIC's guest opened, or is an ICMP error quoting
+ *                    one; ARP and neighbour discovery follow the policy.
  *
- * All policy lives in user space; the data plane is two exact hash lookups.
- *
- * The programs sit on every guest NIC, assigned or not (an unassigned NIC
- * is passed through untouched by the policy). On every one of them the
- * stamp also refuses tunnel packets a guest aims at the node itself (see
- * guest_tunnel_forbidden): no guest can make the node decapsulate VXLAN or
- * SRv6 it built, and so choose a group.
+ * The policy is flattened by user space into an LPM trie: one lookup finds
+ * the most specific decision for (src, dst, proto, dport). An unassigned
+ * NIC carries the programs as pass-through; on every guest NIC the stamp
+ * also refuses tunnel packets aimed at the node (guest_tunnel_forbidden).
  *
  * Built without vmlinux.h: only UAPI headers and bpf/include/.
  */
 #include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
+#include <linux/tcp.h>
 #include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
 
 #include "include/mark.h"
 #include "include/parse.h"
@@ -35,6 +37,20 @@
 #ifndef MICROSEG_RULES_MAX
 #define MICROSEG_RULES_MAX (1 << 20)
 #endif
+/* The flow table's capacity; user space sets it from `ct-max` at load. */
+#ifndef MICROSEG_FLOWS_MAX
+#define MICROSEG_FLOWS_MAX 65536
+#endif
+
+#define NSEC 1000000000ULL
+/* Idle timeouts (SPEC section 4): TCP long after establishment and short
+ * after FIN/RST, UDP and ICMP tens of seconds. */
+#define TIMEOUT_TCP (86400 * NSEC)
+#define TIMEOUT_CLOSING (10 * NSEC)
+#define TIMEOUT_SHORT (30 * NSEC)
+#define TIMEOUT_OTHER (60 * NSEC)
+/* An entry seen within this is not rewritten: the established path is a lookup. */
+#define REFRESH_AFTER NSEC
 
 /* ifindex of an assigned local guest NIC -> its group mark. */
 struct {
@@ -44,18 +60,30 @@ struct {
 	__type(value, struct nic_value);
 } tap_to_group SEC(".maps");
 
-/*
- * (source mark, destination mark) -> verdict, flattened by user space.
- * No preallocation: a million possible entries must not cost memory on a node
- * whose policy has a hundred.
- */
+/* The flattened policy; an LPM trie is never preallocated. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, MICROSEG_RULES_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct rule_key);
-	__type(value, struct rule_value);
-} rules SEC(".maps");
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+} policy SEC(".maps");
+
+/* The flows guests opened: bounded, least recently used evicted first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MICROSEG_FLOWS_MAX);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} flows SEC(".maps");
+
+/* Addresses guests talk to or asked for: their ARP and ND answers may pass. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MICROSEG_FLOWS_MAX / 4);
+	__type(key, struct peer_key);
+	__type(value, struct peer_seen);
+} peers SEC(".maps");
 
 /* The node's addresses, its subnets' broadcasts and the VTEP peers, from user space. */
 struct {
@@ -192,9 +220,240 @@ static __always_inline __u32 nic_group(const struct __sk_buff *skb)
 	return value ? mark_group(value->mark) : 0;
 }
 
+/* ICMP and ICMPv6 types (<linux/icmp.h> pulls in libc headers). */
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_TIME_EXCEED 3
+#define ICMPV6_PARAMPROB 4
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+
+#define L3_OTHER 0
+#define L3_IPV4 1
+#define L3_IPV6 2
+#define L3_ARP 3
+
+#define ARPOP_REQUEST_ 1
+#define ARPOP_REPLY_ 2
+
+#define ND_NEIGHBOR_SOLICIT 135
+#define ND_NEIGHBOR_ADVERT 136
+
+/* What the programs need of a packet. */
+struct pkt {
+	__u8 l3;
+	__u8 proto;
+	__u8 ports;	     /* sport and dport were read (first fragment of a port protocol, or ICMP echo) */
+	__u8 later_fragment;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u16 arp_op;
+	__u16 sport;	     /* host order; ICMP echo: the identifier */
+	__u16 dport;	     /* host order; ICMP echo: 0 */
+	__u32 l4_off;
+	__u8 saddr[16];	     /* ARP: sender protocol address; IPv4 mapped */
+	__u8 daddr[16];	     /* ARP: target protocol address */
+	__u8 nd_target[16];  /* ND: the target address */
+};
+
+static __always_inline void map4(__u8 *dst, const void *v4)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, v4, 4);
+}
+
+static __always_inline int is_echo(__u8 proto, __u8 type)
+{
+	return (proto == IPPROTO_ICMP && (type == ICMP_ECHO || type == ICMP_ECHOREPLY)) ||
+	       (proto == IPPROTO_ICMPV6 && (type == ICMPV6_ECHO_REQUEST || type == ICMPV6_ECHO_REPLY));
+}
+
+/* Ports (or the echo identifier) of the L4 header at `off`. */
+static __always_inline void read_l4(void *data, void *end, __u32 off, struct pkt *p)
+{
+	__u8 *l4 = data + off;
+
+	p->l4_off = off;
+	if ((void *)(l4 + 8) > end)
+		return;
+	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP) {
+		p->sport = ((__u16)l4[0] << 8) | l4[1];
+		p->dport = ((__u16)l4[2] << 8) | l4[3];
+		p->ports = 1;
+		if (p->proto == IPPROTO_TCP && (void *)(l4 + 14) <= end)
+			p->tcp_flags = l4[13];
+	} else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+		p->icmp_type = l4[0];
+		if (is_echo(p->proto, p->icmp_type)) {
+			p->sport = ((__u16)l4[4] << 8) | l4[5];
+			p->dport = 0;
+			p->ports = 1;
+		}
+	}
+}
+
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u32 off = 0;
+	__be16 proto = skip_vlans(data, end, &off);
+
+	__builtin_memset(p, 0, sizeof(*p));
+	if (proto == bpf_htons(ETH_P_ARP)) {
+		/* Ethernet/IPv4 ARP: 8-byte header, then sha, spa, tha, tpa. */
+		__u8 *arp = data + off;
+
+		if ((void *)(arp + 28) > end)
+			return 0;
+		p->l3 = L3_ARP;
+		p->arp_op = ((__u16)arp[6] << 8) | arp[7];
+		map4(p->saddr, arp + 14);
+		map4(p->daddr, arp + 24);
+		return 0;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + off;
+		__u32 ihl;
+
+		if ((void *)(ip + 1) > end)
+			return 0;
+		p->l3 = L3_IPV4;
+		p->proto = ip->protocol;
+		map4(p->saddr, &ip->saddr);
+		map4(p->daddr, &ip->daddr);
+		if (ip->frag_off & bpf_htons(IP_OFFSET)) {
+			p->later_fragment = 1;
+			return 0;
+		}
+		ihl = ip->ihl * 4;
+		if (ihl < sizeof(*ip))
+			return 0;
+		read_l4(data, end, off + ihl, p);
+		return 0;
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		struct ipv6_chain chain;
+		__u8 *body;
+
+		if ((void *)(ip6 + 1) > end || ipv6_walk(data, end, off, &chain) < 0)
+			return 0;
+		p->l3 = L3_IPV6;
+		p->proto = chain.proto;
+		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		if (chain.later_fragment) {
+			p->later_fragment = 1;
+			return 0;
+		}
+		read_l4(data, end, chain.l4_off, p);
+		if (p->proto == IPPROTO_ICMPV6 &&
+		    (p->icmp_type == ND_NEIGHBOR_SOLICIT || p->icmp_type == ND_NEIGHBOR_ADVERT)) {
+			body = data + chain.l4_off;
+			if ((void *)(body + 24) <= end)
+				__builtin_memcpy(p->nd_target, body + 8, 16);
+		}
+	}
+	return 0;
+}
+
+static __always_inline __u64 timeout(const struct flow_key *k, const struct flow_value *v)
+{
+	if (v->flags & FLOW_F_CLOSING)
+		return TIMEOUT_CLOSING;
+	if (k->proto == IPPROTO_TCP)
+		return TIMEOUT_TCP;
+	if (k->proto == IPPROTO_UDP || k->proto == IPPROTO_ICMP || k->proto == IPPROTO_ICMPV6)
+		return TIMEOUT_SHORT;
+	return TIMEOUT_OTHER;
+}
+
+#define TCP_FIN 0x01
+#define TCP_RST 0x04
+
+static __always_inline void remember_peer(__u32 ifindex, const __u8 *addr, __u64 now)
+{
+	struct peer_key key = { .ifindex = ifindex };
+	struct peer_seen *seen, fresh = { .last_seen = now };
+
+	__builtin_memcpy(key.addr, addr, 16);
+	seen = bpf_map_lookup_elem(&peers, &key);
+	if (seen) {
+		if (now - seen->last_seen > REFRESH_AFTER)
+			seen->last_seen = now;
+		return;
+	}
+	bpf_map_update_elem(&peers, &key, &fresh, BPF_ANY);
+}
+
+static __always_inline int peer_known(__u32 ifindex, const __u8 *addr, __u64 now)
+{
+	struct peer_key key = { .ifindex = ifindex };
+	struct peer_seen *seen;
+
+	__builtin_memcpy(key.addr, addr, 16);
+	seen = bpf_map_lookup_elem(&peers, &key);
+	return seen && now - seen->last_seen <= TIMEOUT_SHORT;
+}
+
+/*
+ * Records what the guest behind `ifindex` opens or asks for: a flow for
+ * every IP packet that carries its L4 identity (a new flow also makes its
+ * peer known), and the target of its ARP requests and neighbour
+ * solicitations. An entry seen within REFRESH_AFTER is only looked up.
+ */
+static __always_inline void track(__u32 ifindex, struct pkt *p)
+{
+	struct flow_key key = {};
+	struct flow_value *v, fresh = {};
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u32 closing = (p->tcp_flags & (TCP_FIN | TCP_RST)) ? FLOW_F_CLOSING : 0;
+
+	if (p->l3 == L3_ARP) {
+		if (p->arp_op == ARPOP_REQUEST_)
+			remember_peer(ifindex, p->daddr, now);
+		return;
+	}
+	if (p->l3 != L3_IPV4 && p->l3 != L3_IPV6)
+		return;
+	if (p->proto == IPPROTO_ICMPV6 && p->icmp_type == ND_NEIGHBOR_SOLICIT) {
+		remember_peer(ifindex, p->nd_target, now);
+		return;
+	}
+	/* Without its L4 identity (a later fragment, ICMP other than echo) a packet opens nothing. */
+	if (p->later_fragment || ((p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) && !p->ports))
+		return;
+	key.ifindex = ifindex;
+	key.proto = p->proto;
+	key.sport = p->sport;
+	key.dport = p->dport;
+	__builtin_memcpy(key.saddr, p->saddr, 16);
+	__builtin_memcpy(key.daddr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&flows, &key);
+	if (v) {
+		if (now - v->last_seen > REFRESH_AFTER || (closing & ~v->flags))
+			v->last_seen = now;
+		v->flags |= closing;
+		return;
+	}
+	fresh.last_seen = now;
+	fresh.flags = closing;
+	bpf_map_update_elem(&flows, &key, &fresh, BPF_ANY);
+	remember_peer(ifindex, p->daddr, now);
+}
+
 SEC("classifier/microseg_stamp")
 int microseg_stamp(struct __sk_buff *skb)
 {
+	struct pkt p;
 	__u32 group, mark;
 
 	if (guest_tunnel_forbidden(skb))
@@ -210,27 +469,188 @@ int microseg_stamp(struct __sk_buff *skb)
 	 */
 	asm volatile("" : "+r"(mark));
 	skb->mark = mark;
+	parse(skb, &p);
+	track(skb->ifindex, &p);
 	return MS_TCX_NEXT;
+}
+
+/* The policy's decision for `p` from group `src` to group `dst`. */
+static __always_inline struct policy_value *decide(__u32 src, __u32 dst, const struct pkt *p)
+{
+	struct policy_key key = { .src = src, .dst = dst };
+
+	if (p->l3 == L3_IPV4 || p->l3 == L3_IPV6) {
+		key.proto = p->proto;
+		if (p->ports && p->proto != IPPROTO_ICMP && p->proto != IPPROTO_ICMPV6) {
+			key.prefixlen = PREFIX_PORT_FULL;
+			key.dport = bpf_htons(p->dport);
+		} else {
+			key.prefixlen = PREFIX_PROTO;
+		}
+	} else {
+		/* Not IP: only rules without proto. */
+		key.prefixlen = PREFIX_PAIR;
+	}
+	return bpf_map_lookup_elem(&policy, &key);
+}
+
+/* The pair's entry: whether `src` may open anything at all toward `dst`. */
+static __always_inline int pair_allows_any(__u32 src, __u32 dst)
+{
+	struct policy_key key = { .prefixlen = PREFIX_PAIR, .src = src, .dst = dst };
+	struct policy_value *v = bpf_map_lookup_elem(&policy, &key);
+
+	return v && (v->flags & POLICY_FLAG_ANY_ALLOW);
+}
+
+/* A live flow of the guest behind `ifindex` for this key; refreshed when found. */
+static __always_inline int flow_live(struct flow_key *key, __u32 closing)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
+
+	if (!v || now - v->last_seen > timeout(key, v))
+		return 0;
+	if (now - v->last_seen > REFRESH_AFTER)
+		v->last_seen = now;
+	v->flags |= closing;
+	return 1;
+}
+
+/* Whether `p` (toward the guest) answers a flow the guest opened. */
+static __always_inline int is_reply(__u32 ifindex, const struct pkt *p)
+{
+	struct flow_key key = { .ifindex = ifindex, .proto = p->proto };
+
+	if (!p->ports)
+		return 0;
+	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+		/* Only an echo reply answers an echo request, with the same identifier. */
+		if (p->icmp_type != ICMP_ECHOREPLY && p->icmp_type != ICMPV6_ECHO_REPLY)
+			return 0;
+		key.sport = p->sport;
+		key.dport = 0;
+	} else {
+		key.sport = p->dport;
+		key.dport = p->sport;
+	}
+	__builtin_memcpy(key.saddr, p->daddr, 16);
+	__builtin_memcpy(key.daddr, p->saddr, 16);
+	return flow_live(&key, (p->tcp_flags & (TCP_FIN | TCP_RST)) ? FLOW_F_CLOSING : 0);
+}
+
+static __always_inline int is_icmp_error(const struct pkt *p)
+{
+	if (p->proto == IPPROTO_ICMP)
+		return p->icmp_type == ICMP_DEST_UNREACH || p->icmp_type == ICMP_TIME_EXCEEDED ||
+		       p->icmp_type == ICMP_PARAMETERPROB;
+	if (p->proto == IPPROTO_ICMPV6)
+		return p->icmp_type == ICMPV6_DEST_UNREACH || p->icmp_type == ICMPV6_PKT_TOOBIG ||
+		       p->icmp_type == ICMPV6_TIME_EXCEED || p->icmp_type == ICMPV6_PARAMPROB;
+	return 0;
+}
+
+/*
+ * Whether `p` is an ICMP or ICMPv6 error quoting a packet of a flow the guest
+ * opened (path MTU discovery): the quoted packet is the guest's own, so its
+ * addresses and ports are the flow's as recorded.
+ */
+static __always_inline int quotes_a_flow(struct __sk_buff *skb, __u32 ifindex, const struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct flow_key key = { .ifindex = ifindex };
+	__u32 inner = p->l4_off + 8;
+	__u8 *l4;
+
+	if (!is_icmp_error(p))
+		return 0;
+	if (p->l3 == L3_IPV4) {
+		struct iphdr *ip = data + inner;
+
+		if ((void *)(ip + 1) > end || ip->ihl < 5)
+			return 0;
+		key.proto = ip->protocol;
+		map4(key.saddr, &ip->saddr);
+		map4(key.daddr, &ip->daddr);
+		l4 = data + inner + ip->ihl * 4;
+	} else {
+		struct ipv6hdr *ip6 = data + inner;
+
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		key.proto = ip6->nexthdr;
+		__builtin_memcpy(key.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(key.daddr, &ip6->daddr, 16);
+		l4 = data + inner + sizeof(*ip6);
+	}
+	if ((void *)(l4 + 8) > end)
+		return 0;
+	if (key.proto == IPPROTO_ICMP || key.proto == IPPROTO_ICMPV6) {
+		if (!is_echo(key.proto, l4[0]))
+			return 0;
+		key.sport = ((__u16)l4[4] << 8) | l4[5];
+	} else {
+		key.sport = ((__u16)l4[0] << 8) | l4[1];
+		key.dport = ((__u16)l4[2] << 8) | l4[3];
+	}
+	return flow_live(&key, 0);
+}
+
+/*
+ * Address resolution follows the policy (SPEC section 4): a request reaches
+ * the guest when the requester's group may open something toward it or the
+ * guest talks to the requester; an answer when the guest asked.
+ */
+static __always_inline int resolution_verdict(__u32 ifindex, __u32 src, __u32 dst, const struct pkt *p, int *handled)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	*handled = 1;
+	if (p->l3 == L3_ARP) {
+		if (p->arp_op == ARPOP_REQUEST_)
+			return pair_allows_any(src, dst) || peer_known(ifindex, p->saddr, now);
+		if (p->arp_op == ARPOP_REPLY_)
+			return peer_known(ifindex, p->saddr, now);
+	}
+	if (p->l3 == L3_IPV6 && p->proto == IPPROTO_ICMPV6) {
+		if (p->icmp_type == ND_NEIGHBOR_SOLICIT)
+			return pair_allows_any(src, dst) || peer_known(ifindex, p->saddr, now);
+		if (p->icmp_type == ND_NEIGHBOR_ADVERT)
+			return peer_known(ifindex, p->nd_target, now);
+	}
+	*handled = 0;
+	return 0;
 }
 
 SEC("classifier/microseg_enforce")
 int microseg_enforce(struct __sk_buff *skb)
 {
-	struct rule_key key;
-	struct rule_value *value;
-	__u32 dst;
+	struct policy_value *v;
+	struct pkt p;
+	__u32 src, dst;
+	int handled, ok;
 
 	dst = nic_group(skb);
 	/* Not (or no longer) assigned: not ours to enforce. */
 	if (!dst)
 		return MS_TCX_NEXT;
+	src = mark_group(skb->mark);
+	parse(skb, &p);
 
-	key.src = mark_group(skb->mark);
-	key.dst = dst;
-	value = bpf_map_lookup_elem(&rules, &key);
-	/* Default deny: no entry drops just as an explicit deny does. */
-	if (value && value->verdict == VERDICT_ALLOW)
+	ok = resolution_verdict(skb->ifindex, src, dst, &p, &handled);
+	if (handled)
+		return ok ? MS_TCX_NEXT : MS_TCX_DROP;
+
+	/* Every packet is judged by the policy, established or not. */
+	v = decide(src, dst, &p);
+	if (v && v->verdict == VERDICT_ALLOW)
 		return MS_TCX_NEXT;
+	if (p.l3 == L3_IPV4 || p.l3 == L3_IPV6) {
+		if (is_reply(skb->ifindex, &p) || quotes_a_flow(skb, skb->ifindex, &p))
+			return MS_TCX_NEXT;
+	}
+	/* Default deny: no entry drops just as an explicit deny does. */
 	return MS_TCX_DROP;
 }
 

@@ -250,8 +250,8 @@ impl Microseg {
     /// (`"src:dst"`, 0 being unstamped). Reads the config; touches no kernel state.
     pub fn effective_policy(&self) -> Result<serde_json::Value> {
         let cfg = config::load(&self.settings.running_config)?.unwrap_or_default();
-        let capacity = self.policy().spec.capacity(microseg::maps::RULES.name)?;
-        let pairs = resolve::resolve(&cfg, capacity)?;
+        let capacity = self.policy().spec.capacity(microseg::maps::POLICY.name)?;
+        let pairs = resolve::resolve(&cfg, capacity)?.pairs();
         let groups: BTreeMap<&str, Mark> = cfg.groups.values().map(|g| (g.id.as_str(), g.mark)).collect();
         let mut nics = BTreeMap::new();
         for a in cfg.assignments.values() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use microseg::kernel::maps::{MapDef, TypeLayout};
 use microseg::kernel::object::Hook;
 use microseg::kernel::sys;
-use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey, RuleValue};
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, PeerKey, PeerSeen};
 use microseg::subsystems::orderprobe::{self, PROBE_COUNTS};
 
 use common::btf::Btf;
@@ -47,20 +47,21 @@ fn every_shared_struct_matches_the_objects_btf() {
             structs += check_layout(&btf, desc.name(), "value", v, &desc.value());
         }
     }
-    // nic_key, nic_value, rule_key, rule_value, addr_key, addr_value,
-    // tunnel_settings, peer4_key, peer_value (x2), peer6_key,
-    // guard_settings, probe_counts.
-    assert_eq!(structs, 13, "every shared struct was compared");
+    // microseg: nic_key, nic_value, policy_key, policy_value, flow_key,
+    // flow_value, peer_key, peer_seen, addr_key, addr_value, tunnel_settings;
+    // vtepguard: peer4_key, peer_value (x2), peer6_key, guard_settings;
+    // orderprobe: probe_counts.
+    assert_eq!(structs, 17, "every shared struct was compared");
 }
 
 #[test]
 fn a_mismatched_rust_type_is_refused_where_the_map_is_opened() {
-    // A map whose value is 8 bytes, opened as the 1-byte RuleValue.
-    let fd = sys::map_create(sys::BPF_MAP_TYPE_HASH, 4, 8, 16, 0).unwrap();
-    let wrong_value: MapDef<RuleKey, RuleValue> = MapDef::new("rules");
+    // A map whose value is 16 bytes and key 20 bytes, opened with the 8-byte PeerSeen.
+    let fd = sys::map_create(sys::BPF_MAP_TYPE_HASH, 20, 16, 16, 0).unwrap();
+    let wrong_value: MapDef<PeerKey, PeerSeen> = MapDef::new("peers");
     let e = format!("{:#}", wrong_value.open_fd(fd.as_fd()).err().expect("8-byte values opened as 1-byte"));
-    assert!(e.starts_with("map 'rules': value size 8 in the kernel, 1 in the Rust type"), "{e}");
-    assert!(e.contains("RuleValue (struct rule_value)"), "{e}");
+    assert!(e.starts_with("map 'peers': value size 16 in the kernel, 8 in the Rust type"), "{e}");
+    assert!(e.contains("PeerSeen (struct peer_seen)"), "{e}");
     // A 2-byte key opened as the 4-byte NicKey.
     let fd2 = sys::map_create(sys::BPF_MAP_TYPE_HASH, 2, 4, 16, 0).unwrap();
     let wrong_key: MapDef<NicKey, NicValue> = MapDef::new("tap_to_group");
@@ -73,16 +74,17 @@ fn a_mismatched_rust_type_is_refused_where_the_map_is_opened() {
     // Every safe map function needs a handle, and no handle exists for a
     // mismatch: try to reach each one with the wrong types and the kernel
     // is never asked to write past a Rust value.
-    let fits: MapDef<u32, u64> = MapDef::new("fits");
+    let fits: MapDef<PeerKey, microseg::subsystems::microseg::maps::FlowValue> = MapDef::new("fits");
     let m = fits.open_fd(fd.as_fd()).unwrap();
-    m.set(&7, &u64::MAX).unwrap();
-    assert_eq!(m.get(&7).unwrap(), Some(u64::MAX));
+    let (k, v) = (PeerKey { ifindex: 7, addr: [9; 16] }, microseg::subsystems::microseg::maps::FlowValue { last_seen: u64::MAX, flags: 3, pad: 0 });
+    m.set(&k, &v).unwrap();
+    assert_eq!(m.get(&k).unwrap(), Some(v));
     for attempt in ["get", "set", "remove", "keys", "entries", "set_all", "remove_all", "write_changed", "delete_unless"] {
         let map = wrong_value.open_fd(fd.as_fd());
         assert!(map.is_err(), "{attempt}: a handle with the wrong value size");
     }
-    // The value the kernel holds is still intact, all 8 bytes of it.
-    assert_eq!(m.get(&7).unwrap(), Some(u64::MAX));
+    // The value the kernel holds is still intact, all 16 bytes of it.
+    assert_eq!(m.get(&k).unwrap(), Some(v));
 }
 
 #[test]

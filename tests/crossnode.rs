@@ -135,7 +135,7 @@ impl TwoNodes {
 
     fn expected(&self, json: &str) -> Matrix {
         let cfg = config::parse(json.as_bytes()).unwrap();
-        let pairs = resolve::resolve(&cfg, 1 << 20).unwrap();
+        let pairs = resolve::resolve(&cfg, 1 << 20).unwrap().pairs();
         predict(&self.lab.names(), &nic_groups(&cfg), &pairs)
     }
 

@@ -6,7 +6,8 @@ use std::os::fd::AsFd;
 
 use microseg::kernel::object::Hook;
 use microseg::kernel::state::{KernelState, Loaded};
-use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey, RuleValue, RULES, TAP_TO_GROUP};
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, PolicyValue, POLICY, TAP_TO_GROUP};
+use microseg::subsystems::microseg::resolve::{policy_key, PREFIX_PAIR};
 use microseg::kernel::sys::{self, SkBuffCtx};
 
 use common::{ip, mac, udp_frame, Sandbox};
@@ -36,7 +37,8 @@ impl Plane {
     }
 
     fn rule(&self, src: u16, dst: u16, allow: bool) {
-        self.loaded.map(&RULES).unwrap().set(&RuleKey { src, dst }, &RuleValue { verdict: allow as u8 }).unwrap();
+        let value = PolicyValue { verdict: allow as u8, flags: u8::from(allow), pad: 0, rule: 1 };
+        self.loaded.map(&POLICY).unwrap().set(&policy_key(PREFIX_PAIR, src, dst, 0, 0), &value).unwrap();
     }
 
     fn run(&self, hook: Hook, ifindex: u32, mark: u32) -> (i32, u32) {
@@ -301,19 +303,18 @@ mod vtep_guard {
 #[test]
 fn batched_map_sync_agrees_with_element_access() {
     let p = Plane::new();
-    let map = p.loaded.map(&RULES).unwrap();
+    let map = p.loaded.map(&TAP_TO_GROUP).unwrap();
     let n = 20_000usize;
-    let entries: Vec<(RuleKey, RuleValue)> = (0..n)
-        .map(|i| (RuleKey { src: (i / 1000) as u16, dst: (i % 1000) as u16 }, RuleValue { verdict: (i % 2) as u8 }))
-        .collect();
+    let entries: Vec<(NicKey, NicValue)> =
+        (0..n).map(|i| (NicKey { ifindex: 1000 + i as u32 }, NicValue { mark: (i % 65535) as u32 + 1 })).collect();
     map.set_all(&entries).unwrap();
     let dumped = map.entries().unwrap();
-    let walked: std::collections::BTreeMap<RuleKey, RuleValue> =
+    let walked: std::collections::BTreeMap<NicKey, NicValue> =
         map.keys().unwrap().into_iter().map(|k| (k, map.get(&k).unwrap().expect("walked key present"))).collect();
     assert_eq!(dumped.len(), n);
     assert_eq!(dumped, walked);
     assert_eq!(dumped, entries.iter().copied().collect());
-    let gone: Vec<RuleKey> = entries[..5000].iter().map(|(k, _)| *k).collect();
+    let gone: Vec<NicKey> = entries[..5000].iter().map(|(k, _)| *k).collect();
     map.remove_all(&gone).unwrap();
     assert_eq!(map.entries().unwrap().len(), n - 5000);
 }

@@ -36,7 +36,7 @@ const NICS_A: &[(u32, &str)] = &[(101, "web"), (102, "app"), (103, "db"), (104, 
 
 fn expected(cfg_json: &str, lab: &Lab) -> Matrix {
     let cfg = config::parse(cfg_json.as_bytes()).unwrap();
-    let pairs = resolve::resolve(&cfg, 1 << 20).unwrap();
+    let pairs = resolve::resolve(&cfg, 1 << 20).unwrap().pairs();
     predict(&lab.names(), &nic_groups(&cfg), &pairs)
 }
 

@@ -12,8 +12,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use microseg::kernel::object::Hook;
-use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey};
-use microseg::subsystems::microseg::verdict_value;
+use microseg::subsystems::microseg::maps::{NicKey, NicValue};
 use microseg::testobjects::{
     MICROSEG_BROKEN as MICROSEG_TEST_BROKEN_OBJECT, MICROSEG_CODE as MICROSEG_TEST_CODE_OBJECT,
     MICROSEG_LAYOUT as MICROSEG_TEST_LAYOUT_OBJECT,
@@ -70,8 +69,8 @@ fn cli(sandbox: &Sandbox, args: &[&str], crash_at: Option<&str>) -> Command {
 fn assert_converged(ms: &Microseg, json: &str, what: &str) {
     let cfg = config::parse(json.as_bytes()).unwrap();
     let layouts = ms.policy().spec.map_layouts().unwrap();
-    let cap = layouts.iter().find(|l| l.name == "rules").unwrap().max_entries as usize;
-    let pairs = resolve::resolve(&cfg, cap).unwrap();
+    let cap = layouts.iter().find(|l| l.name == "policy").unwrap().max_entries as usize;
+    let policy = resolve::resolve(&cfg, cap).unwrap();
     let mut want_taps = BTreeMap::new();
     for a in cfg.assignments.values() {
         let name = format!("veth{}i{}", a.vmid, a.iface);
@@ -80,8 +79,7 @@ fn assert_converged(ms: &Microseg, json: &str, what: &str) {
         }
     }
     let want_links: Vec<(String, u32)> = netdev::guest_nics().into_iter().map(|(nic, ifindex)| (nic.name(), ifindex)).collect();
-    let want_rules: BTreeMap<_, _> =
-        pairs.iter().map(|(&(src, dst), &v)| (RuleKey { src, dst }, verdict_value(v))).collect();
+    let want_rules = policy.entries;
 
     let snap = snapshot(ms);
     assert_eq!(snap.rules, want_rules, "{what}: rule map");
@@ -223,7 +221,7 @@ fn lost_or_corrupt_state_is_detected_and_repaired() {
     let cases: &[(&str, Damage, bool)] = &[
         ("run directory wiped", |ms| std::fs::remove_dir_all(&ms.settings.run_dir).unwrap(), true),
         ("run state garbage", |ms| std::fs::write(ms.settings.run_dir.join("microseg/state.json"), b"\0garbage").unwrap(), true),
-        ("rules map pin deleted", |ms| std::fs::remove_file(ms.policy().map_pin("rules")).unwrap(), true),
+        ("policy map pin deleted", |ms| std::fs::remove_file(ms.policy().map_pin("policy")).unwrap(), true),
         ("group map pin deleted", |ms| std::fs::remove_file(ms.policy().map_pin("tap_to_group")).unwrap(), true),
         ("program pin deleted", |ms| std::fs::remove_file(ms.policy().prog_pin("microseg_enforce")).unwrap(), true),
         ("all pins but links deleted", |ms| {
@@ -231,8 +229,8 @@ fn lost_or_corrupt_state_is_detected_and_repaired() {
             std::fs::remove_dir_all(ms.policy().pin_dir.join("progs")).unwrap();
         }, true),
         ("link pin deleted", |ms| std::fs::remove_file(ms.policy().link_pin("veth103i0", "microseg_enforce")).unwrap(), false),
-        ("rules map with another capacity", |ms| plant_map(ms, "rules", 4, 1, 10), true),
-        ("rules map with another value size", |ms| plant_map(ms, "rules", 4, 8, 1 << 20), true),
+        ("policy map of another type", |ms| plant_map(ms, "policy", 12, 8, 10), true),
+        ("flow map with another value size", |ms| plant_map(ms, "flows", 44, 8, 1 << 16), true),
         ("group map with another key size", |ms| plant_map(ms, "tap_to_group", 8, 4, 65536), true),
     ];
     for &(what, damage, links_survive) in cases {

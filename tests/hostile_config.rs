@@ -18,7 +18,7 @@ const CAPACITY: usize = 1 << 20;
 /// Parses and resolves; returns the error text if refused. Panics propagate.
 fn run(doc: &[u8]) -> Result<usize, String> {
     let cfg = config::parse(doc).map_err(|e| format!("{e:#}"))?;
-    resolve::resolve(&cfg, CAPACITY).map(|t| t.len()).map_err(|e| format!("{e:#}"))
+    resolve::resolve(&cfg, CAPACITY).map(|t| t.entries.len()).map_err(|e| format!("{e:#}"))
 }
 
 fn junk() -> impl Strategy<Value = String> {

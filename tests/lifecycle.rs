@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use microseg::testobjects::{MICROSEG_CODE as MICROSEG_TEST_CODE_OBJECT, MICROSEG_LAYOUT as MICROSEG_TEST_LAYOUT_OBJECT};
 use microseg::kernel::sys;
-use microseg::subsystems::microseg::maps::NicKey;
+use microseg::subsystems::microseg::maps::{NicKey, FLOWS, PEERS};
 use microseg::IfaceOutcome;
 
 use common::*;
@@ -116,7 +116,7 @@ fn layout_change_verifies_rebuilds_and_keeps_enforcing() {
     }
     let report = other.apply_full().unwrap();
     assert!(report.loaded);
-    let rules = sys::obj_get(&other.policy().map_pin("rules")).unwrap();
+    let rules = sys::obj_get(&other.policy().map_pin("policy")).unwrap();
     assert_eq!(sys::map_info(rules.as_fd()).unwrap().max_entries, 4096);
     let taps = sys::obj_get(&other.policy().map_pin("tap_to_group")).unwrap();
     assert_eq!(sys::map_info(taps.as_fd()).unwrap().max_entries, 4);
@@ -162,8 +162,19 @@ fn restarted_guest_with_recycled_ifindex_is_reclaimed() {
     assert!(s.links.values().all(|l| l.2 != old), "a link still sits on the recycled ifindex");
     assert_eq!(lab.measure(), m0);
 
-    // The full pass drops the stale mapping of the old ifindex.
+    // The full pass drops the stale mapping of the old ifindex, and the
+    // flows and peers that NIC's guest had.
+    let of_old = |ms: &Microseg| {
+        let flows = sys::obj_get(&ms.policy().map_pin(FLOWS.name)).unwrap();
+        let peers = sys::obj_get(&ms.policy().map_pin(PEERS.name)).unwrap();
+        let f = FLOWS.open_fd(flows.as_fd()).unwrap().entries().unwrap().keys().filter(|k| k.ifindex == old).count();
+        let p = PEERS.open_fd(peers.as_fd()).unwrap().entries().unwrap().keys().filter(|k| k.ifindex == old).count();
+        (f, p)
+    };
+    let (flows, peers) = of_old(&ms);
+    assert!(flows > 0, "the measurement opened flows from the old NIC");
     let r = ms.apply_full().unwrap();
-    assert_eq!(r.map_deletes, 1);
+    assert_eq!(r.map_deletes, 1 + flows + peers);
     assert!(!snapshot(&ms).taps.contains_key(&NicKey { ifindex: old }));
+    assert_eq!(of_old(&ms), (0, 0));
 }

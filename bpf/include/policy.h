@@ -20,18 +20,70 @@ struct nic_value {
 	__u32 mark;
 };
 
-/* Key of rules: (source mark, destination mark), flattened by user space. */
-struct rule_key {
+/*
+ * Key of the LPM trie policy, flattened by user space: the prefix length,
+ * then source mark, destination mark, protocol, a zero byte and the
+ * destination port in network order (so that port blocks are prefixes).
+ * Prefix 32 is the pair, 40 the protocol, 48 + n a block of ports.
+ */
+struct policy_key {
+	__u32 prefixlen;
 	__u16 src;
 	__u16 dst;
+	__u8 proto;
+	__u8 pad;
+	__be16 dport;
 };
+
+#define PREFIX_PAIR 32
+#define PREFIX_PROTO 40
+#define PREFIX_PORT_FULL 64
 
 #define VERDICT_DENY 0
 #define VERDICT_ALLOW 1
 
-/* Value of rules. */
-struct rule_value {
+/* The pair allows something at some L4: address resolution may pass. */
+#define POLICY_FLAG_ANY_ALLOW 1
+
+/* Value of policy: the verdict and the deciding rule (index + 1; 0: none). */
+struct policy_value {
 	__u8 verdict;
+	__u8 flags;
+	__u16 pad;
+	__u32 rule;
+};
+
+/*
+ * Key of the LRU flows: a flow a guest opened, seen from the guest (its
+ * address and port first). Addresses are IPv6, IPv4 mapped. ICMP echo
+ * carries its identifier as sport and 0 as dport.
+ */
+struct flow_key {
+	__u32 ifindex;
+	__u8 proto;
+	__u8 pad[3];
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+#define FLOW_F_CLOSING 1 /* a FIN or RST was seen */
+
+struct flow_value {
+	__u64 last_seen;
+	__u32 flags;
+	__u32 pad;
+};
+
+/* Key of the LRU peers: an address a guest talks to or asked for. */
+struct peer_key {
+	__u32 ifindex;
+	__u8 addr[16];
+};
+
+struct peer_seen {
+	__u64 last_seen;
 };
 
 /* Key of underlay_addrs: an IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d). */

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use policy::{validate, Assignment, Group, Rule};
+pub use policy::{validate, Assignment, Group, Rule, L4};
 pub use underlay::VtepGuard;
 
 /// A group mark: 1..=65535. Mark 0 is the unstamped group and never configured.
@@ -326,5 +326,49 @@ mod tests {
         }
         let cfg = parse(doc(&s).as_bytes()).unwrap();
         assert_eq!(cfg.groups.len(), 10_000);
+    }
+
+    #[test]
+    fn rule_protocols_and_ports() {
+        let cfg = parse(
+            doc(r#""g": {"type":"group","mark":1},
+                   "a": {"type":"rule","dst":"g","allow":1,"proto":"tcp","dport":"443, 80,8000:8080,8079"},
+                   "b": {"type":"rule","dst":"g","allow":1,"proto":"ipv6-icmp"},
+                   "c": {"type":"rule","dst":"g","allow":1,"proto":"ICMPv6"},
+                   "d": {"type":"rule","dst":"g","allow":1,"proto":"6","dport":22},
+                   "e": {"type":"rule","dst":"g","allow":1,"proto":47},
+                   "f": {"type":"rule","dst":"g","allow":1,"proto":"sctp","dport":"1:65535"},
+                   "h": {"type":"rule","dst":"g","allow":1,"proto":"","dport":""}"#)
+            .as_bytes(),
+        )
+        .unwrap();
+        let l4 = |id: &str| cfg.rules[id].l4.clone();
+        assert_eq!(l4("a"), L4 { proto: Some(6), dports: vec![(80, 80), (443, 443), (8000, 8080)] }, "sorted and merged");
+        assert_eq!(l4("b"), L4 { proto: Some(58), dports: vec![] });
+        assert_eq!(l4("c"), l4("b"));
+        assert_eq!(l4("d"), L4 { proto: Some(6), dports: vec![(22, 22)] });
+        assert_eq!(l4("e"), L4 { proto: Some(47), dports: vec![] });
+        assert_eq!(l4("f"), L4 { proto: Some(132), dports: vec![(1, 65535)] });
+        assert_eq!(l4("h"), L4::default(), "empty strings are absent, as SectionConfig writes them");
+        assert_eq!((l4("a").specificity(), l4("b").specificity(), l4("h").specificity()), (0, 1, 2));
+    }
+
+    #[test]
+    fn rule_protocol_and_port_errors() {
+        let rule = |extra: &str| err(&format!(r#""g": {{"type":"group","mark":1}}, "r": {{"type":"rule","dst":"g","allow":1,{extra}}}"#));
+        assert_eq!(rule(r#""proto":"tpc""#), "microseg rule 'r': unknown proto 'tpc'");
+        assert_eq!(rule(r#""proto":"256""#), "microseg rule 'r': unknown proto '256'");
+        assert_eq!(rule(r#""proto":"-1""#), "microseg rule 'r': unknown proto '-1'");
+        assert_eq!(rule(r#""dport":"80""#), "microseg rule 'r': dport needs proto tcp, udp or sctp");
+        assert_eq!(rule(r#""proto":"icmp","dport":"80""#), "microseg rule 'r': dport needs proto tcp, udp or sctp");
+        assert_eq!(rule(r#""proto":"tcp","dport":"0""#), "microseg rule 'r': port 0 is outside 1..=65535");
+        assert_eq!(rule(r#""proto":"tcp","dport":"80,65536""#), "microseg rule 'r': port 65536 is outside 1..=65535");
+        assert_eq!(
+            rule(r#""proto":"udp","dport":"5099:5000""#),
+            "microseg rule 'r': port range 5099:5000 has its low end above its high end"
+        );
+        assert_eq!(rule(r#""proto":"udp","dport":"http""#), "microseg rule 'r': 'http' is not a port");
+        assert_eq!(rule(r#""proto":"udp","dport":"80,,81""#), "microseg rule 'r': empty entry in dport '80,,81'");
+        assert_eq!(rule(r#""proto":"udp","dport":"1:2:3""#), "microseg rule 'r': '2:3' is not a port");
     }
 }

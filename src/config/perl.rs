@@ -65,3 +65,15 @@ pub(crate) fn perl_string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result
 pub(crate) fn perl_opt_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
+
+/// An optional value Perl may write as a string or a number (`"80"`, `80`,
+/// `"tcp"`), as its string; empty means absent.
+pub(crate) fn perl_opt_scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    Ok(match Option::<PerlScalar>::deserialize(d)? {
+        None => None,
+        Some(PerlScalar::Str(s)) => Some(s).filter(|s| !s.trim().is_empty()),
+        Some(PerlScalar::Num(n)) => Some(n.to_string()),
+        Some(PerlScalar::Bool(b)) => return Err(D::Error::custom(format!("expected a string or a number, got {b}"))),
+    })
+}

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::perl::{perl_bool, perl_opt_string, perl_u64};
+use super::perl::{perl_bool, perl_opt_scalar, perl_opt_string, perl_u64};
 use super::{section_from, warn_unknown, Mark, MicrosegConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,90 @@ pub struct Rule {
     pub src: Option<String>,
     pub dst: String,
     pub allow: bool,
+    pub l4: L4,
+}
+
+/// What a rule matches beyond the groups: a protocol, and for TCP, UDP and
+/// SCTP destination ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct L4 {
+    /// IP protocol number; `None` matches every frame.
+    pub proto: Option<u8>,
+    /// Inclusive port ranges, sorted and merged; empty matches every port.
+    pub dports: Vec<(u16, u16)>,
+}
+
+impl L4 {
+    /// How specific the match is: a `dport` rule before a `proto`-only rule
+    /// before a rule without `proto` (SPEC section 3). Smaller is more specific.
+    pub fn specificity(&self) -> u8 {
+        match (self.proto, self.dports.is_empty()) {
+            (Some(_), false) => 0,
+            (Some(_), true) => 1,
+            (None, _) => 2,
+        }
+    }
+}
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_SCTP: u8 = 132;
+
+/// Protocols with ports.
+pub fn has_ports(proto: u8) -> bool {
+    matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+}
+
+/// `tcp`, `udp`, `sctp`, `icmp`, `icmpv6` (alias `ipv6-icmp`) or a number 0..=255.
+fn parse_proto(id: &str, s: &str) -> Result<u8> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "tcp" => PROTO_TCP,
+        "udp" => PROTO_UDP,
+        "sctp" => PROTO_SCTP,
+        "icmp" => PROTO_ICMP,
+        "icmpv6" | "ipv6-icmp" => PROTO_ICMPV6,
+        other => match other.parse::<u16>() {
+            Ok(n) if n <= 255 && !other.starts_with('+') => n as u8,
+            _ => bail!("microseg rule '{id}': unknown proto '{s}'"),
+        },
+    })
+}
+
+/// A list of ports and ranges as the PVE firewall writes it: `80,443,8000:8080`.
+fn parse_dports(id: &str, s: &str) -> Result<Vec<(u16, u16)>> {
+    let port = |p: &str| -> Result<u16> {
+        let n: u64 = p.trim().parse().map_err(|_| anyhow::anyhow!("microseg rule '{id}': '{p}' is not a port"))?;
+        if !(1..=65535).contains(&n) {
+            bail!("microseg rule '{id}': port {n} is outside 1..=65535");
+        }
+        Ok(n as u16)
+    };
+    let mut ranges = Vec::new();
+    for item in s.split(',').map(str::trim) {
+        if item.is_empty() {
+            bail!("microseg rule '{id}': empty entry in dport '{s}'");
+        }
+        let (lo, hi) = match item.split_once(':') {
+            Some((lo, hi)) => (port(lo)?, port(hi)?),
+            None => (port(item)?, port(item)?),
+        };
+        if lo > hi {
+            bail!("microseg rule '{id}': port range {lo}:{hi} has its low end above its high end");
+        }
+        ranges.push((lo, hi));
+    }
+    // Sorted and merged: overlapping and adjacent ranges become one.
+    ranges.sort();
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (lo, hi) in ranges {
+        match merged.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    Ok(merged)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +136,10 @@ struct RuleSection {
     /// Absent means deny: a rule that does not say allow must not open anything.
     #[serde(default, deserialize_with = "perl_bool")]
     allow: bool,
+    #[serde(default, deserialize_with = "perl_opt_scalar")]
+    proto: Option<String>,
+    #[serde(default, deserialize_with = "perl_opt_scalar")]
+    dport: Option<String>,
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
 }
@@ -81,7 +169,13 @@ pub(crate) fn parse_group(cfg: &mut MicrosegConfig, id: String, value: Value) ->
 pub(crate) fn parse_rule(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
     let s: RuleSection = section_from(&id, "rule", value)?;
     warn_unknown(&id, "rule", &s.other);
-    cfg.rules.insert(id.clone(), Rule { id, src: s.src, dst: s.dst, allow: s.allow });
+    let proto = s.proto.as_deref().map(|p| parse_proto(&id, p)).transpose()?;
+    let dports = match (&s.dport, proto) {
+        (None, _) => Vec::new(),
+        (Some(d), Some(p)) if has_ports(p) => parse_dports(&id, d)?,
+        (Some(_), _) => bail!("microseg rule '{id}': dport needs proto tcp, udp or sctp"),
+    };
+    cfg.rules.insert(id.clone(), Rule { id, src: s.src, dst: s.dst, allow: s.allow, l4: L4 { proto, dports } });
     Ok(())
 }
 

@@ -416,3 +416,31 @@ impl<K: Shared + Send + Sync, V: Shared + Send + Sync> MapContent for Entries<K,
         }
     }
 }
+
+/// A map whose entries the data plane writes: user space only deletes those
+/// that `keep` rejects (for example the flows of NICs no longer enforced).
+pub struct Prune<K: 'static, V: 'static> {
+    pub def: &'static MapDef<K, V>,
+    pub keep: Box<dyn Fn(&K) -> bool + Send + Sync>,
+}
+
+impl<K: Shared + Send + Sync, V: Shared + Send + Sync> Prune<K, V> {
+    pub fn boxed(def: &'static MapDef<K, V>, keep: impl Fn(&K) -> bool + Send + Sync + 'static) -> Box<dyn MapContent> {
+        Box::new(Prune { def, keep: Box::new(keep) })
+    }
+}
+
+impl<K: Shared + Send + Sync, V: Shared + Send + Sync> MapContent for Prune<K, V> {
+    fn name(&self) -> &'static str {
+        self.def.name
+    }
+    fn len(&self) -> usize {
+        0
+    }
+    fn write(&self, _fd: BorrowedFd<'_>, _info: &MapInfo) -> Result<usize> {
+        Ok(0)
+    }
+    fn delete_stale(&self, fd: BorrowedFd<'_>, info: &MapInfo) -> Result<usize> {
+        self.def.open(fd, info)?.delete_unless(|k| (self.keep)(k))
+    }
+}

@@ -117,10 +117,11 @@ sub _setns {
     syscall(SYS_SETNS, fileno($fh), CLONE_NEWNET) == 0 or die "setns: $!\n";
 }
 
+# A UDP socket on PORT (or on $port: 0 for an ephemeral one).
 sub _udp_socket {
-    my ($host) = @_;
+    my ($host, $port) = @_;
     socket(my $s, AF_INET, SOCK_DGRAM, 0) or die "socket: $!\n";
-    bind($s, pack_sockaddr_in(PORT, inet_aton(ip4($host)))) or die "bind " . ip4($host) . ": $!\n";
+    bind($s, pack_sockaddr_in($port // PORT, inet_aton(ip4($host)))) or die "bind " . ip4($host) . ": $!\n";
     fcntl($s, F_SETFL, O_NONBLOCK) or die "fcntl: $!\n";
     return $s;
 }
@@ -130,7 +131,7 @@ sub lab_new {
     sandbox();
     run("ip link add vmbr0 type bridge && ip link set vmbr0 address " . mac(254)
 	." && ip addr add " . ip4(254) . "/24 dev vmbr0 && ip link set vmbr0 up");
-    return { eps => [ { name => 'host', host => 254, kind => 'host', sock => _udp_socket(254) } ] };
+    return { eps => [ { name => 'host', host => 254, kind => 'host', sock => _udp_socket(254), tx => _udp_socket(254, 0) } ] };
 }
 
 sub plug {
@@ -165,11 +166,11 @@ sub add_veth {
     plug($name) if $do_plug;
     open(my $nsfh, '<', "/run/netns/$ns") or die "open netns $ns: $!\n";
     _setns($nsfh);
-    my $sock = eval { _udp_socket($host) };
+    my ($sock, $tx) = eval { (_udp_socket($host), _udp_socket($host, 0)) };
     my $err = $@;
     _setns($HOSTNS_FH);
     die $err if $err;
-    push @{$lab->{eps}}, { name => $name, host => $host, kind => 'veth', ns => $ns, sock => $sock };
+    push @{$lab->{eps}}, { name => $name, host => $host, kind => 'veth', ns => $ns, sock => $sock, tx => $tx };
     _neighbours($lab);
 }
 
@@ -206,7 +207,7 @@ sub _frame {
     my $ip = pack('C C n n n C C n a4 a4', 0x45, 0, 28 + length($payload), 0, 0x4000, 64, 17, 0,
 	inet_aton(ip4($from)), inet_aton(ip4($to)));
     substr($ip, 10, 2) = pack('n', _csum($ip));
-    my $udp = pack('n n n n', PORT, PORT, 8 + length($payload), 0) . $payload;
+    my $udp = pack('n n n n', 40000 + $from, PORT, 8 + length($payload), 0) . $payload;
     my $mac = sub { pack('C6', map { hex } split(/:/, mac($_[0]))) };
     return $mac->($to) . $mac->($from) . pack('n', 0x0800) . $ip . $udp;
 }
@@ -216,7 +217,9 @@ sub _send {
     if ($e->{kind} eq 'tap') {
 	syswrite($e->{fh}, _frame($e->{host}, $to->{host}, $payload)) or die "write tap: $!\n";
     } else {
-	send($e->{sock}, $payload, 0, pack_sockaddr_in(PORT, inet_aton(ip4($to->{host}))))
+	# From an ephemeral port: never the reply of a datagram sent the other
+	# way, so each one measures one direction of the (stateful) policy.
+	send($e->{tx}, $payload, 0, pack_sockaddr_in(PORT, inet_aton(ip4($to->{host}))))
 	    or die "send: $!\n";
     }
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use microseg::kernel::maps::{MapDef, Shared};
-use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey, RuleValue, RULES, TAP_TO_GROUP};
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, PolicyKey, PolicyValue, POLICY, TAP_TO_GROUP};
 use microseg::subsystems::microseg::OBJECT as MICROSEG_OBJECT;
 use microseg::config::{Mark, MicrosegConfig};
 use microseg::subsystems::microseg::resolve::{PairTable, Verdict};
@@ -220,9 +220,9 @@ pub struct Endpoint {
 
 pub enum Kind {
     /// The host stack on a node's bridge: unstamped.
-    Bridge { sock: UdpSocket, node: String },
+    Bridge { sock: UdpSocket, tx: UdpSocket, node: String },
     /// A container-like guest: its own namespace behind `veth<vmid>i<n>`.
-    Veth { ns: Netns, sock: UdpSocket },
+    Veth { ns: Netns, sock: UdpSocket, tx: UdpSocket },
     /// A VM-like guest: we are the guest, reading and writing the tap's fd.
     Tap { fd: File },
 }
@@ -231,11 +231,15 @@ impl Endpoint {
     fn send(&mut self, to: &Endpoint, payload: &[u8]) {
         let dst = SocketAddrV4::new(ip(to.host), PORT);
         match &mut self.kind {
-            Kind::Bridge { sock, .. } | Kind::Veth { sock, .. } => {
-                sock.send_to(payload, dst).expect("send_to");
+            // From an ephemeral port, never PORT: a datagram is then never
+            // the reply of one sent the other way, and measures one
+            // direction of the policy.
+            Kind::Bridge { tx, .. } | Kind::Veth { tx, .. } => {
+                tx.send_to(payload, dst).expect("send_to");
             }
             Kind::Tap { fd } => {
-                let frame = udp_frame(mac(self.host), mac(to.host), ip(self.host), ip(to.host), payload);
+                let mut frame = udp_frame(mac(self.host), mac(to.host), ip(self.host), ip(to.host), payload);
+                frame[34..36].copy_from_slice(&(40000 + u16::from(self.host)).to_be_bytes());
                 fd.write_all(&frame).expect("write tap");
             }
         }
@@ -287,9 +291,9 @@ impl Lab {
     pub fn new() -> Lab {
         let host = HostNs::enter();
         ip_batch(None, &bridge_batch(254));
-        let sock = bind_udp(254);
+        let (sock, tx) = (bind_udp(254), bind_tx(254));
         let node = host.ns.name.clone();
-        let endpoints = vec![Endpoint { name: "host".into(), host: 254, kind: Kind::Bridge { sock, node } }];
+        let endpoints = vec![Endpoint { name: "host".into(), host: 254, kind: Kind::Bridge { sock, tx, node } }];
         Lab { endpoints, nodes: Vec::new(), host }
     }
 
@@ -302,9 +306,9 @@ impl Lab {
     pub fn add_node(&mut self, name: &str, host: u8) -> String {
         let ns = Netns::new("node");
         ip_batch(Some(&ns.name), &format!("link set lo up\n{}", bridge_batch(host)));
-        let sock = in_netns(&ns, || bind_udp(host));
+        let (sock, tx) = in_netns(&ns, || (bind_udp(host), bind_tx(host)));
         let node = ns.name.clone();
-        self.endpoints.push(Endpoint { name: name.into(), host, kind: Kind::Bridge { sock, node: node.clone() } });
+        self.endpoints.push(Endpoint { name: name.into(), host, kind: Kind::Bridge { sock, tx, node: node.clone() } });
         self.nodes.push(ns);
         self.static_neighbours();
         node
@@ -338,8 +342,8 @@ impl Lab {
         if plug {
             ip_batch(Some(node), &format!("link set {name} master vmbr0\nlink set {name} up\n"));
         }
-        let sock = in_netns(&ns, || bind_udp(host));
-        self.endpoints.push(Endpoint { name: name.into(), host, kind: Kind::Veth { ns, sock } });
+        let (sock, tx) = in_netns(&ns, || (bind_udp(host), bind_tx(host)));
+        self.endpoints.push(Endpoint { name: name.into(), host, kind: Kind::Veth { ns, sock, tx } });
         self.static_neighbours();
     }
 
@@ -435,6 +439,11 @@ fn pair_mut<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &T) {
 
 pub fn plug_port(name: &str) {
     sh(&format!("ip link set {name} master vmbr0 && ip link set {name} up"));
+}
+
+/// A socket to send from, on an ephemeral port.
+fn bind_tx(host: u8) -> UdpSocket {
+    UdpSocket::bind(SocketAddrV4::new(ip(host), 0)).expect("bind")
 }
 
 fn bind_udp(host: u8) -> UdpSocket {
@@ -597,7 +606,8 @@ pub struct Snapshot {
     pub files: Vec<String>,
     /// link pin -> (link id, program id, ifindex)
     pub links: BTreeMap<String, (u32, u32, u32)>,
-    pub rules: BTreeMap<RuleKey, RuleValue>,
+    /// The policy map (LPM entries).
+    pub rules: BTreeMap<PolicyKey, PolicyValue>,
     pub taps: BTreeMap<NicKey, NicValue>,
     /// program pin -> program id
     pub progs: BTreeMap<String, u32>,
@@ -631,7 +641,7 @@ pub fn snapshot(ms: &Microseg) -> Snapshot {
             progs.insert(p.name.to_string(), sys::prog_id(&fd).unwrap());
         }
     }
-    Snapshot { files: state_files(&ms.settings), links, rules: walk(ms, &RULES), taps: walk(ms, &TAP_TO_GROUP), progs }
+    Snapshot { files: state_files(&ms.settings), links, rules: walk(ms, &POLICY), taps: walk(ms, &TAP_TO_GROUP), progs }
 }
 
 impl Lab {

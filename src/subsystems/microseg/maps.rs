@@ -15,14 +15,56 @@ shared_struct! {
 }
 
 shared_struct! {
-    /// Key of `rules`: (source mark, destination mark).
-    pub struct RuleKey = "rule_key" { pub src: u16, pub dst: u16 }
+    /// Key of the LPM trie `policy`: the prefix length, then (source mark,
+    /// destination mark, protocol, 0, destination port in network order).
+    pub struct PolicyKey = "policy_key" {
+        pub prefixlen: u32,
+        pub src: u16,
+        pub dst: u16,
+        pub proto: u8,
+        pub pad: u8,
+        pub dport: u16,
+    }
 }
 
 shared_struct! {
-    /// Value of `rules`: `VERDICT_DENY` (0) or `VERDICT_ALLOW` (1).
-    pub struct RuleValue = "rule_value" { pub verdict: u8 }
+    /// Value of `policy`: the verdict, flags, and the deciding rule (an
+    /// index into the resolved rule list, plus one; 0: none).
+    pub struct PolicyValue = "policy_value" { pub verdict: u8, pub flags: u8, pub pad: u16, pub rule: u32 }
 }
+
+shared_struct! {
+    /// Key of the LRU `flows`: a flow a guest opened, from the guest's side
+    /// (its address and port first); ICMP echo carries its identifier as
+    /// `sport` and 0 as `dport`.
+    pub struct FlowKey = "flow_key" {
+        pub ifindex: u32,
+        pub proto: u8,
+        pub pad: [u8; 3],
+        pub sport: u16,
+        pub dport: u16,
+        pub saddr: [u8; 16],
+        pub daddr: [u8; 16],
+    }
+}
+
+shared_struct! {
+    /// Value of `flows`.
+    pub struct FlowValue = "flow_value" { pub last_seen: u64, pub flags: u32, pub pad: u32 }
+}
+
+shared_struct! {
+    /// Key of the LRU `peers`: an address a guest talks to or asked for.
+    pub struct PeerKey = "peer_key" { pub ifindex: u32, pub addr: [u8; 16] }
+}
+
+shared_struct! {
+    /// Value of `peers`.
+    pub struct PeerSeen = "peer_seen" { pub last_seen: u64 }
+}
+
+/// The pair allows something at some L4: address resolution may pass.
+pub const POLICY_FLAG_ANY_ALLOW: u8 = 1;
 
 shared_struct! {
     /// Key of `underlay_addrs`: an IPv6 address, or an IPv4 one mapped (`::ffff:a.b.c.d`).
@@ -48,7 +90,9 @@ pub const VERDICT_DENY: u8 = 0;
 pub const VERDICT_ALLOW: u8 = 1;
 
 pub static TAP_TO_GROUP: MapDef<NicKey, NicValue> = MapDef::new("tap_to_group");
-pub static RULES: MapDef<RuleKey, RuleValue> = MapDef::new("rules");
+pub static POLICY: MapDef<PolicyKey, PolicyValue> = MapDef::new("policy");
+pub static FLOWS: MapDef<FlowKey, FlowValue> = MapDef::new("flows");
+pub static PEERS: MapDef<PeerKey, PeerSeen> = MapDef::new("peers");
 pub static UNDERLAY_ADDRS: MapDef<AddrKey, AddrValue> = MapDef::new("underlay_addrs");
 /// An array: its key is the slot index (0).
 pub static TUNNEL_CONFIG: MapDef<u32, TunnelSettings> = MapDef::new("tunnel_config");

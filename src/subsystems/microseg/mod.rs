@@ -11,23 +11,22 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::{Assignment, MicrosegConfig};
 use crate::kernel::links::Target;
-use crate::kernel::maps::{Entries, MapDesc, Ownership};
+use crate::kernel::maps::{Entries, MapDesc, Ownership, Prune};
 use crate::kernel::netdev::{self, AddrKind, GuestNic, NicKind};
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::report::Report;
 
 use maps::{
-    AddrKey, AddrValue, NicKey, NicValue, RuleKey, RuleValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER,
-    RULES, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS, VERDICT_ALLOW, VERDICT_DENY,
+    AddrKey, AddrValue, NicKey, NicValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER, FLOWS, PEERS, POLICY,
+    TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
 };
-use resolve::Verdict;
 
 /// The production data plane, built by `build.rs` from `bpf/microseg.bpf.c`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/microseg.bpf.o"));
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
-static MAPS: [&dyn MapDesc; 4] = [&TAP_TO_GROUP, &RULES, &UNDERLAY_ADDRS, &TUNNEL_CONFIG];
+static MAPS: [&dyn MapDesc; 6] = [&TAP_TO_GROUP, &POLICY, &FLOWS, &PEERS, &UNDERLAY_ADDRS, &TUNNEL_CONFIG];
 
 pub const NAME: &str = "microseg";
 
@@ -57,10 +56,6 @@ impl Policy {
 /// The names an assignment's NIC has: a VM's tap or a container's veth.
 pub fn nic_names(a: &Assignment) -> impl Iterator<Item = String> + '_ {
     NicKind::ALL.into_iter().map(move |kind| GuestNic { kind, vmid: a.vmid, iface: a.iface }.name())
-}
-
-pub fn verdict_value(v: Verdict) -> RuleValue {
-    RuleValue { verdict: if v == Verdict::Allow { VERDICT_ALLOW } else { VERDICT_DENY } }
 }
 
 /// The node's addresses and its subnets' broadcasts (read now, at every
@@ -124,9 +119,7 @@ impl super::Subsystem for Policy {
         if cfg.groups.is_empty() && cfg.rules.is_empty() && cfg.assignments.is_empty() {
             return Ok(None);
         }
-        let pairs = resolve::resolve(cfg, self.spec.capacity(RULES.name)?)?;
-        let rules: BTreeMap<RuleKey, RuleValue> =
-            pairs.iter().map(|(&(src, dst), &v)| (RuleKey { src, dst }, verdict_value(v))).collect();
+        let policy = resolve::resolve(cfg, self.spec.capacity(POLICY.name)?)?;
         let mut nics = BTreeMap::new();
         let mut targets = Vec::new();
         for (nic, ifindex) in netdev::guest_nics() {
@@ -141,9 +134,14 @@ impl super::Subsystem for Policy {
             bail!("microseg: {} local assigned NICs, the kernel group map holds {capacity}", nics.len());
         }
         let counted = nics.len();
+        // Flows and peers belong to a NIC: gone with its assignment.
+        let assigned: std::collections::BTreeSet<u32> = nics.keys().map(|k| k.ifindex).collect();
+        let assigned2 = assigned.clone();
         Ok(Some(Plan {
             maps: vec![
-                Entries::boxed(&RULES, rules, Ownership::Whole),
+                Entries::boxed(&POLICY, policy.entries, Ownership::Whole),
+                Prune::boxed(&FLOWS, move |k| assigned.contains(&k.ifindex)),
+                Prune::boxed(&PEERS, move |k| assigned2.contains(&k.ifindex)),
                 Entries::boxed(&TAP_TO_GROUP, nics, Ownership::Whole),
                 Entries::boxed(&UNDERLAY_ADDRS, underlay_addrs(cfg)?, Ownership::Whole),
                 Entries::boxed(&TUNNEL_CONFIG, BTreeMap::from([(0, tunnel_settings(cfg))]), Ownership::Additive),
