@@ -404,15 +404,54 @@ static __always_inline int peer_known(__u32 ifindex, const __u8 *addr, __u64 now
 	return seen && now - seen->last_seen <= TIMEOUT_SHORT;
 }
 
+/* The flow key of `p` seen from the guest behind `ifindex`; `toward` when
+ * `p` travels toward the guest (its addresses and ports swapped). */
+static __always_inline void flow_key_of(struct flow_key *key, __u32 ifindex, const struct pkt *p, int toward)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->ifindex = ifindex;
+	key->proto = p->proto;
+	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+		/* Echo: the identifier in both directions. */
+		key->sport = p->sport;
+	} else if (toward) {
+		key->sport = p->dport;
+		key->dport = p->sport;
+	} else {
+		key->sport = p->sport;
+		key->dport = p->dport;
+	}
+	if (toward) {
+		__builtin_memcpy(key->saddr, p->daddr, 16);
+		__builtin_memcpy(key->daddr, p->saddr, 16);
+	} else {
+		__builtin_memcpy(key->saddr, p->saddr, 16);
+		__builtin_memcpy(key->daddr, p->daddr, 16);
+	}
+}
+
+/* Whether `p` carries the L4 identity a flow is keyed by. */
+static __always_inline int keyable(const struct pkt *p)
+{
+	if (p->later_fragment)
+		return 0;
+	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)
+		return p->ports; /* echo only */
+	return 1;
+}
+
 /*
- * Records what the guest behind `ifindex` opens or asks for: a flow for
- * every IP packet that carries its L4 identity (a new flow also makes its
- * peer known), and the target of its ARP requests and neighbour
- * solicitations. An entry seen within REFRESH_AFTER is only looked up.
+ * Records what the guest behind `ifindex` opens or asks for: the target of
+ * its ARP requests and neighbour solicitations, and a flow for each IP
+ * packet that opens one. An echo request opens; an echo reply never does.
+ * Anything else opens unless its flow is already known: as the guest's own
+ * (refreshed), or as one the policy let in toward the guest (then the guest
+ * is answering, and the flow stays inbound). An entry seen within
+ * REFRESH_AFTER is only looked up.
  */
 static __always_inline void track(__u32 ifindex, struct pkt *p)
 {
-	struct flow_key key = {};
+	struct flow_key key;
 	struct flow_value *v, fresh = {};
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 closing = (p->tcp_flags & (TCP_FIN | TCP_RST)) ? FLOW_F_CLOSING : 0;
@@ -428,15 +467,12 @@ static __always_inline void track(__u32 ifindex, struct pkt *p)
 		remember_peer(ifindex, p->nd_target, now);
 		return;
 	}
-	/* Without its L4 identity (a later fragment, ICMP other than echo) a packet opens nothing. */
-	if (p->later_fragment || ((p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) && !p->ports))
+	if (!keyable(p))
 		return;
-	key.ifindex = ifindex;
-	key.proto = p->proto;
-	key.sport = p->sport;
-	key.dport = p->dport;
-	__builtin_memcpy(key.saddr, p->saddr, 16);
-	__builtin_memcpy(key.daddr, p->daddr, 16);
+	if ((p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) &&
+	    p->icmp_type != ICMP_ECHO && p->icmp_type != ICMPV6_ECHO_REQUEST)
+		return;
+	flow_key_of(&key, ifindex, p, 0);
 	v = bpf_map_lookup_elem(&flows, &key);
 	if (v) {
 		if (now - v->last_seen > REFRESH_AFTER || (closing & ~v->flags))
@@ -448,6 +484,29 @@ static __always_inline void track(__u32 ifindex, struct pkt *p)
 	fresh.flags = closing;
 	bpf_map_update_elem(&flows, &key, &fresh, BPF_ANY);
 	remember_peer(ifindex, p->daddr, now);
+}
+
+/* A flow the policy lets in toward the guest: known as inbound, so that the
+ * guest's answers do not make it one the guest opened. */
+static __always_inline void mark_inbound(__u32 ifindex, const struct pkt *p)
+{
+	struct flow_key key;
+	struct flow_value *v, fresh = {};
+	__u64 now;
+
+	if (!keyable(p) || p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)
+		return;
+	flow_key_of(&key, ifindex, p, 1);
+	now = bpf_ktime_get_coarse_ns();
+	v = bpf_map_lookup_elem(&flows, &key);
+	if (v) {
+		if (now - v->last_seen > REFRESH_AFTER)
+			v->last_seen = now;
+		return;
+	}
+	fresh.last_seen = now;
+	fresh.flags = FLOW_F_INBOUND;
+	bpf_map_update_elem(&flows, &key, &fresh, BPF_ANY);
 }
 
 SEC("classifier/microseg_stamp")
@@ -503,13 +562,13 @@ static __always_inline int pair_allows_any(__u32 src, __u32 dst)
 	return v && (v->flags & POLICY_FLAG_ANY_ALLOW);
 }
 
-/* A live flow of the guest behind `ifindex` for this key; refreshed when found. */
+/* A live flow the guest behind `ifindex` opened, for this key; refreshed when found. */
 static __always_inline int flow_live(struct flow_key *key, __u32 closing)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
 
-	if (!v || now - v->last_seen > timeout(key, v))
+	if (!v || (v->flags & FLOW_F_INBOUND) || now - v->last_seen > timeout(key, v))
 		return 0;
 	if (now - v->last_seen > REFRESH_AFTER)
 		v->last_seen = now;
@@ -520,22 +579,15 @@ static __always_inline int flow_live(struct flow_key *key, __u32 closing)
 /* Whether `p` (toward the guest) answers a flow the guest opened. */
 static __always_inline int is_reply(__u32 ifindex, const struct pkt *p)
 {
-	struct flow_key key = { .ifindex = ifindex, .proto = p->proto };
+	struct flow_key key;
 
-	if (!p->ports)
+	if (!keyable(p))
 		return 0;
-	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
-		/* Only an echo reply answers an echo request, with the same identifier. */
-		if (p->icmp_type != ICMP_ECHOREPLY && p->icmp_type != ICMPV6_ECHO_REPLY)
-			return 0;
-		key.sport = p->sport;
-		key.dport = 0;
-	} else {
-		key.sport = p->dport;
-		key.dport = p->sport;
-	}
-	__builtin_memcpy(key.saddr, p->daddr, 16);
-	__builtin_memcpy(key.daddr, p->saddr, 16);
+	/* Only an echo reply answers an echo request, with the same identifier. */
+	if ((p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) &&
+	    p->icmp_type != ICMP_ECHOREPLY && p->icmp_type != ICMPV6_ECHO_REPLY)
+		return 0;
+	flow_key_of(&key, ifindex, p, 1);
 	return flow_live(&key, (p->tcp_flags & (TCP_FIN | TCP_RST)) ? FLOW_F_CLOSING : 0);
 }
 
@@ -644,8 +696,11 @@ int microseg_enforce(struct __sk_buff *skb)
 
 	/* Every packet is judged by the policy, established or not. */
 	v = decide(src, dst, &p);
-	if (v && v->verdict == VERDICT_ALLOW)
+	if (v && v->verdict == VERDICT_ALLOW) {
+		if (p.l3 == L3_IPV4 || p.l3 == L3_IPV6)
+			mark_inbound(skb->ifindex, &p);
 		return MS_TCX_NEXT;
+	}
 	if (p.l3 == L3_IPV4 || p.l3 == L3_IPV6) {
 		if (is_reply(skb->ifindex, &p) || quotes_a_flow(skb, skb->ifindex, &p))
 			return MS_TCX_NEXT;

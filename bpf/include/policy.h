@@ -69,6 +69,12 @@ struct flow_key {
 };
 
 #define FLOW_F_CLOSING 1 /* a FIN or RST was seen */
+/*
+ * The flow was let in toward the guest by the policy, not opened by it: its
+ * packets toward the guest are judged by the policy alone (a revoked rule
+ * stops them), and the guest's answers do not turn it into a flow of its own.
+ */
+#define FLOW_F_INBOUND 2
 
 struct flow_value {
 	__u64 last_seen;

@@ -178,3 +178,46 @@ pub fn mac_of(ns: Option<&str>, ifname: &str) -> [u8; 6] {
     let b: Vec<u8> = m.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
     b.try_into().unwrap()
 }
+
+/// A TCP header (no options) with `flags`, then `payload`.
+pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    t
+}
+
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_FIN: u8 = 0x01;
+
+/// An ICMP or ICMPv6 message: type, code 0, checksum 0, then `rest`.
+pub fn icmp(kind: u8, rest: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0];
+    m.extend_from_slice(rest);
+    m
+}
+
+/// An echo body: identifier and sequence.
+pub fn echo(id: u16, seq: u16) -> Vec<u8> {
+    let mut b = id.to_be_bytes().to_vec();
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b
+}
+
+/// An Ethernet/IPv4 ARP frame.
+pub fn arp(src_mac: [u8; 6], dst_mac: [u8; 6], op: u16, sender: std::net::Ipv4Addr, target: std::net::Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}

@@ -1,0 +1,282 @@
+//! The stateful L3/L4 data plane under `BPF_PROG_TEST_RUN`: every verdict
+//! path, with the policy entries the resolver produces from a real config.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsFd;
+
+use microseg::kernel::state::{KernelState, Loaded};
+use microseg::kernel::sys::{self, SkBuffCtx};
+use microseg::subsystems::microseg::maps::{FlowKey, NicKey, NicValue, FLOWS, POLICY, TAP_TO_GROUP};
+use microseg::subsystems::microseg::resolve;
+
+use common::packet::*;
+use common::*;
+
+const NEXT: i32 = -1;
+const DROP: i32 = 2;
+/// Test runs use the loopback device: the "guest NIC" is ifindex 1.
+const NIC: u32 = 1;
+
+/// Groups: a (1), b (2, the NIC's group), c (3). Rules: a -> b tcp/80 and
+/// udp/5000:5099 allow, a -> b icmp allow, c -> b tcp allow except tcp/22.
+const POLICY_JSON: &str = r#"{"microseg": {"ids": {
+    "a": {"type": "group", "mark": 1}, "b": {"type": "group", "mark": 2}, "c": {"type": "group", "mark": 3},
+    "web": {"type": "rule", "src": "a", "dst": "b", "proto": "tcp", "dport": "80", "allow": 1},
+    "range": {"type": "rule", "src": "a", "dst": "b", "proto": "udp", "dport": "5000:5099", "allow": 1},
+    "ping": {"type": "rule", "src": "a", "dst": "b", "proto": "icmp", "allow": 1},
+    "ping6": {"type": "rule", "src": "a", "dst": "b", "proto": "icmpv6", "allow": 1},
+    "ctcp": {"type": "rule", "src": "c", "dst": "b", "proto": "tcp", "allow": 1},
+    "nossh": {"type": "rule", "src": "c", "dst": "b", "proto": "tcp", "dport": "22", "allow": 0}}}}"#;
+
+struct Plane {
+    _sandbox: Sandbox,
+    loaded: Loaded,
+}
+
+const GUEST: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const GUEST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+
+impl Plane {
+    fn new() -> Plane {
+        let sandbox = Sandbox::new("stateful");
+        let ms = sandbox.microseg();
+        KernelState::check_bpf_root(&sandbox.settings.bpf_root).unwrap();
+        let loaded = ms.policy().install(false, &|_| Ok(())).unwrap();
+        let cfg = microseg::config::parse(POLICY_JSON.as_bytes()).unwrap();
+        let policy = resolve::resolve(&cfg, 1 << 20).unwrap();
+        let map = loaded.map(&POLICY).unwrap();
+        for (k, v) in &policy.entries {
+            map.set(k, v).unwrap();
+        }
+        loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: NIC }, &NicValue { mark: 2 }).unwrap();
+        Plane { _sandbox: sandbox, loaded }
+    }
+
+    fn run(&self, prog: &str, pkt: &[u8], mark: u32) -> i32 {
+        sys::prog_test_run(self.loaded.prog(prog).fd.as_fd(), pkt, &SkBuffCtx::new(NIC, mark), 1).unwrap().retval
+    }
+
+    /// Toward the guest (group b), from group `src`.
+    fn to_guest(&self, src: u32, pkt: &[u8]) -> i32 {
+        self.run("microseg_enforce", pkt, src)
+    }
+
+    /// From the guest: stamped and tracked.
+    fn from_guest(&self, pkt: &[u8]) -> i32 {
+        self.run("microseg_stamp", pkt, 0)
+    }
+
+    fn flows(&self) -> Vec<FlowKey> {
+        self.loaded.map(&FLOWS).unwrap().keys().unwrap()
+    }
+}
+
+fn eth_in() -> Frame {
+    Frame::new(mac(1), mac(2))
+}
+fn eth_out() -> Frame {
+    Frame::new(mac(2), mac(1))
+}
+fn v4(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+
+#[test]
+fn forward_verdicts_at_every_l4_specificity() {
+    let p = Plane::new();
+    let tcp_to = |src: u32, port| p.to_guest(src, &eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(40000, port, TCP_SYN, b"")));
+    assert_eq!(tcp_to(1, 80), NEXT, "a -> b tcp/80: a dport rule");
+    assert_eq!(tcp_to(1, 81), DROP, "a -> b tcp/81: no rule");
+    assert_eq!(tcp_to(3, 443), NEXT, "c -> b tcp: a proto-only rule");
+    assert_eq!(tcp_to(3, 22), DROP, "c -> b tcp/22: a more specific dport deny");
+    assert_eq!(tcp_to(0, 80), DROP, "unstamped: no rule");
+    let udp_to = |port| p.to_guest(1, &eth_in().udp(v4(PEER), v4(GUEST), 40000, port, b"x"));
+    assert_eq!((udp_to(4999), udp_to(5000), udp_to(5050), udp_to(5099), udp_to(5100)), (DROP, NEXT, NEXT, NEXT, DROP));
+    assert_eq!(p.to_guest(1, &eth_in().ip(v4(PEER), v4(GUEST), 1, &[], &icmp(8, &echo(7, 1)))), NEXT, "icmp rule");
+    assert_eq!(p.to_guest(3, &eth_in().ip(v4(PEER), v4(GUEST), 1, &[], &icmp(8, &echo(7, 1)))), DROP);
+    let ping6 = eth_in().ip(IpAddr::V6(PEER6), IpAddr::V6(GUEST6), 58, &[], &icmp(128, &echo(7, 1)));
+    assert_eq!(p.to_guest(1, &ping6), NEXT, "icmpv6 rule");
+    // Not IP: only rules without proto, and there are none here.
+    let mut other = eth_in().udp(v4(PEER), v4(GUEST), 1, 80, b"x");
+    other[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    assert_eq!(p.to_guest(1, &other), DROP, "non-IP frame");
+}
+
+#[test]
+fn replies_pass_through_the_flow_table_and_nothing_else_does() {
+    let p = Plane::new();
+    // The guest (b) opens TCP and UDP flows toward a, which has no rule back.
+    assert_eq!(p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(33333, 8080, TCP_SYN, b""))), NEXT);
+    assert_eq!(p.from_guest(&eth_out().udp(v4(GUEST), v4(PEER), 44444, 53, b"q")), NEXT);
+    assert_eq!(p.flows().len(), 2, "both flows recorded: {:?}", p.flows());
+    let reply_tcp = |sport, dport| eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(sport, dport, TCP_SYN | TCP_ACK, b""));
+    assert_eq!(p.to_guest(1, &reply_tcp(8080, 33333)), NEXT, "the TCP reply");
+    assert_eq!(p.to_guest(3, &reply_tcp(8080, 33333)), NEXT, "a reply passes whatever the stamp");
+    assert_eq!(p.to_guest(1, &reply_tcp(8080, 33334)), DROP, "another port: not a reply");
+    assert_eq!(p.to_guest(1, &reply_tcp(8081, 33333)), DROP);
+    let other_peer = Ipv4Addr::new(10, 77, 0, 9);
+    assert_eq!(p.to_guest(1, &eth_in().ip(v4(other_peer), v4(GUEST), 6, &[], &tcp(8080, 33333, TCP_ACK, b""))), DROP);
+    assert_eq!(p.to_guest(1, &eth_in().udp(v4(PEER), v4(GUEST), 53, 44444, b"r")), NEXT, "the UDP reply");
+    assert_eq!(p.to_guest(1, &eth_in().udp(v4(PEER), v4(GUEST), 53, 44444, b"r")[..]), NEXT);
+    // ICMP echo: the reply with the same identifier, nothing else.
+    p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 1, &[], &icmp(8, &echo(99, 1))));
+    let icmp_in = |kind, id| eth_in().ip(v4(PEER), v4(GUEST), 1, &[], &icmp(kind, &echo(id, 1)));
+    assert_eq!(p.to_guest(3, &icmp_in(0, 99)), NEXT, "echo reply");
+    assert_eq!(p.to_guest(3, &icmp_in(0, 98)), DROP, "other identifier");
+    assert_eq!(p.to_guest(3, &icmp_in(8, 99)), DROP, "a request with that identifier is no reply");
+    // IPv6 likewise.
+    p.from_guest(&eth_out().udp(IpAddr::V6(GUEST6), IpAddr::V6(PEER6), 5353, 53, b"q"));
+    assert_eq!(p.to_guest(3, &eth_in().udp(IpAddr::V6(PEER6), IpAddr::V6(GUEST6), 53, 5353, b"r")), NEXT);
+    assert_eq!(p.to_guest(3, &eth_in().udp(IpAddr::V6(PEER6), IpAddr::V6(GUEST6), 53, 5354, b"r")), DROP);
+}
+
+#[test]
+fn icmp_errors_pass_only_when_they_quote_a_tracked_flow() {
+    let p = Plane::new();
+    let sent = eth_out().udp(v4(GUEST), v4(PEER), 40001, 9999, b"big");
+    p.from_guest(&sent);
+    let quoted = |pkt: &[u8]| pkt[14..14 + 28].to_vec();
+    let router = Ipv4Addr::new(10, 77, 0, 254);
+    let err = |kind, inner: Vec<u8>| eth_in().ip(v4(router), v4(GUEST), 1, &[], &icmp(kind, &[[0u8; 4].as_slice(), &inner].concat()));
+    assert_eq!(p.to_guest(0, &err(3, quoted(&sent))), NEXT, "fragmentation needed for a tracked flow (PMTU)");
+    assert_eq!(p.to_guest(0, &err(11, quoted(&sent))), NEXT, "time exceeded");
+    let untracked = eth_out().udp(v4(GUEST), v4(PEER), 40002, 9999, b"big");
+    assert_eq!(p.to_guest(0, &err(3, quoted(&untracked))), DROP, "quotes no flow of the guest");
+    // ICMPv6 packet too big.
+    let sent6 = eth_out().udp(IpAddr::V6(GUEST6), IpAddr::V6(PEER6), 40003, 9999, b"big");
+    p.from_guest(&sent6);
+    let quoted6 = |pkt: &[u8]| pkt[14..14 + 48].to_vec();
+    let err6 = |inner: Vec<u8>| {
+        eth_in().ip(IpAddr::V6(PEER6), IpAddr::V6(GUEST6), 58, &[], &icmp(2, &[[0u8, 0, 5, 0].as_slice(), &inner].concat()))
+    };
+    assert_eq!(p.to_guest(0, &err6(quoted6(&sent6))), NEXT, "packet too big for a tracked flow");
+    let untracked6 = eth_out().udp(IpAddr::V6(GUEST6), IpAddr::V6(PEER6), 40004, 9999, b"big");
+    assert_eq!(p.to_guest(0, &err6(quoted6(&untracked6))), DROP);
+}
+
+#[test]
+fn arp_and_nd_follow_the_policy() {
+    let p = Plane::new();
+    let request = |sender| arp(mac(1), [0xff; 6], 1, sender, GUEST);
+    // a may open something toward b: its requests reach the guest; c too; an unstamped one not.
+    assert_eq!(p.to_guest(1, &request(PEER)), NEXT, "a -> b allows something");
+    assert_eq!(p.to_guest(3, &request(PEER)), NEXT, "c -> b allows something");
+    assert_eq!(p.to_guest(0, &request(PEER)), DROP, "unstamped -> b allows nothing: a scan finds nothing");
+    // Replies pass only when the guest asked.
+    let reply = arp(mac(1), mac(2), 2, PEER, GUEST);
+    assert_eq!(p.to_guest(0, &reply), DROP, "unsolicited reply");
+    assert_eq!(p.from_guest(&arp(mac(2), [0xff; 6], 1, GUEST, PEER)), NEXT);
+    assert_eq!(p.to_guest(0, &reply), NEXT, "the guest asked");
+    // A requester the guest talks to may resolve it, whatever the policy.
+    let talker = Ipv4Addr::new(10, 77, 0, 50);
+    assert_eq!(p.to_guest(0, &request(talker)), DROP);
+    p.from_guest(&eth_out().udp(v4(GUEST), v4(talker), 1234, 53, b"q"));
+    assert_eq!(p.to_guest(0, &request(talker)), NEXT, "the guest has a flow with the requester");
+
+    // Neighbour discovery: solicitations like ARP requests, advertisements when asked.
+    let ns = |src: Ipv6Addr, target: Ipv6Addr| {
+        eth_in().ip(IpAddr::V6(src), "ff02::1:ff00:2".parse().unwrap(), 58, &[], &icmp(135, &[[0u8; 4].as_slice(), &target.octets()].concat()))
+    };
+    let na = |src: Ipv6Addr| eth_in().ip(IpAddr::V6(src), IpAddr::V6(GUEST6), 58, &[], &icmp(136, &[[0x60u8, 0, 0, 0].as_slice(), &src.octets()].concat()));
+    assert_eq!(p.to_guest(1, &ns(PEER6, GUEST6)), NEXT);
+    assert_eq!(p.to_guest(0, &ns(PEER6, GUEST6)), DROP);
+    assert_eq!(p.to_guest(0, &na(PEER6)), DROP, "unsolicited advertisement");
+    let asked = eth_out().ip(IpAddr::V6(GUEST6), "ff02::1:ff00:1".parse().unwrap(), 58, &[], &icmp(135, &[[0u8; 4].as_slice(), &PEER6.octets()].concat()));
+    p.from_guest(&asked);
+    assert_eq!(p.to_guest(0, &na(PEER6)), NEXT, "the guest solicited it");
+}
+
+#[test]
+fn flows_are_created_refreshed_and_expire() {
+    let p = Plane::new();
+    let out = eth_out().udp(v4(GUEST), v4(PEER), 50000, 53, b"q");
+    p.from_guest(&out);
+    let map = p.loaded.map(&FLOWS).unwrap();
+    let keys = map.keys().unwrap();
+    assert_eq!(keys.len(), 1);
+    let k = keys[0];
+    assert_eq!((k.ifindex, k.proto, k.sport, k.dport), (NIC, 17, 50000, 53));
+    assert_eq!(&k.saddr[12..], &GUEST.octets());
+    let first = map.get(&k).unwrap().unwrap();
+    // Within a second the entry is only looked up, not rewritten.
+    p.from_guest(&out);
+    assert_eq!(map.get(&k).unwrap().unwrap(), first);
+    // Older than that: refreshed.
+    let mut old = first;
+    old.last_seen -= 2_000_000_000;
+    map.set(&k, &old).unwrap();
+    p.from_guest(&out);
+    assert!(map.get(&k).unwrap().unwrap().last_seen > old.last_seen, "not refreshed");
+    // Idle past the UDP timeout: a reply no longer passes.
+    let reply = eth_in().udp(v4(PEER), v4(GUEST), 53, 50000, b"r");
+    assert_eq!(p.to_guest(3, &reply), NEXT);
+    let mut idle = map.get(&k).unwrap().unwrap();
+    idle.last_seen -= 31_000_000_000;
+    map.set(&k, &idle).unwrap();
+    assert_eq!(p.to_guest(3, &reply), DROP, "an expired flow");
+    // TCP after FIN: short timeout.
+    let syn = eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(40000, 22, TCP_SYN, b""));
+    p.from_guest(&syn);
+    p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(40000, 22, TCP_FIN | TCP_ACK, b"")));
+    let tk = map.keys().unwrap().into_iter().find(|k| k.proto == 6).unwrap();
+    let mut closing = map.get(&tk).unwrap().unwrap();
+    assert_eq!(closing.flags & 1, 1, "FIN marks the flow closing");
+    closing.last_seen -= 11_000_000_000;
+    map.set(&tk, &closing).unwrap();
+    // (Unstamped: no rule lets it in, only the flow could.)
+    let after_fin = eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(22, 40000, TCP_ACK, b""));
+    assert_eq!(p.to_guest(0, &after_fin), DROP, "closed and idle past the short timeout");
+    // An unassigned NIC opens nothing.
+    p.loaded.map(&TAP_TO_GROUP).unwrap().remove(&NicKey { ifindex: NIC }).unwrap();
+    let before = map.keys().unwrap().len();
+    p.from_guest(&eth_out().udp(v4(GUEST), v4(PEER), 50001, 53, b"q"));
+    assert_eq!(map.keys().unwrap().len(), before);
+}
+
+#[test]
+fn a_revoked_rule_stops_an_established_flow_at_once() {
+    let p = Plane::new();
+    let syn = eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(40000, 80, TCP_SYN, b""));
+    let data = eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(40000, 80, TCP_ACK, b"data"));
+    // a connects to the guest's port 80, the guest answers, data flows.
+    assert_eq!(p.to_guest(1, &syn), NEXT);
+    p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(80, 40000, TCP_SYN | TCP_ACK, b"")));
+    assert_eq!(p.to_guest(1, &data), NEXT);
+    p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(80, 40000, TCP_ACK, b"ok")));
+    let flows = p.loaded.map(&FLOWS).unwrap().entries().unwrap();
+    assert!(flows.values().all(|v| v.flags & 2 != 0), "the guest's answers opened a flow of its own: {flows:?}");
+    // The rule goes: the next packet in the opened direction is judged anew.
+    let cfg = microseg::config::parse(POLICY_JSON.replace(r#""dport": "80""#, r#""dport": "8080""#).as_bytes()).unwrap();
+    let policy = resolve::resolve(&cfg, 1 << 20).unwrap();
+    let map = p.loaded.map(&POLICY).unwrap();
+    let stale: Vec<_> = map.keys().unwrap().into_iter().filter(|k| !policy.entries.contains_key(k)).collect();
+    for (k, v) in &policy.entries {
+        map.set(k, v).unwrap();
+    }
+    for k in stale {
+        map.remove(&k).unwrap();
+    }
+    assert_eq!(p.to_guest(1, &data), DROP, "the flow the rule let in is stopped");
+    // UDP likewise: a -> b udp/5000 let in and answered, then revoked.
+    let query = eth_in().udp(v4(PEER), v4(GUEST), 41000, 5000, b"q");
+    let cfg = microseg::config::parse(POLICY_JSON.as_bytes()).unwrap();
+    for (k, v) in &resolve::resolve(&cfg, 1 << 20).unwrap().entries {
+        map.set(k, v).unwrap();
+    }
+    assert_eq!(p.to_guest(1, &query), NEXT);
+    p.from_guest(&eth_out().udp(v4(GUEST), v4(PEER), 5000, 41000, b"a"));
+    assert_eq!(p.to_guest(1, &query), NEXT);
+    let without_range = POLICY_JSON.replace(r#""dport": "5000:5099""#, r#""dport": "6000""#);
+    let revoked = resolve::resolve(&microseg::config::parse(without_range.as_bytes()).unwrap(), 1 << 20).unwrap();
+    for k in map.keys().unwrap() {
+        if !revoked.entries.contains_key(&k) {
+            map.remove(&k).unwrap();
+        }
+    }
+    assert_eq!(p.to_guest(1, &query), DROP, "a revoked UDP flow is stopped despite the guest's answers");
+}
+
