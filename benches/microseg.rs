@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use microseg::kernel::state::KernelState;
-use microseg::subsystems::microseg::maps::{NicKey, NicValue, RuleKey, RuleValue, RULES, TAP_TO_GROUP};
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, PolicyKey, PolicyValue, POLICY, TAP_TO_GROUP};
+use microseg::subsystems::microseg::resolve::{policy_key, PREFIX_PAIR};
 use microseg::kernel::sys::{self, SkBuffCtx};
 use microseg::Microseg;
 
@@ -376,11 +377,17 @@ fn per_packet(rows: &mut Vec<Row>) {
         let ms = sandbox.microseg();
         KernelState::check_bpf_root(&sandbox.settings.bpf_root).unwrap();
         let loaded = ms.policy().install(false, &|_| Ok(())).unwrap();
-        let fill: Vec<(RuleKey, RuleValue)> = (1..=1024u16)
-            .flat_map(|src| (1..=1024u16).map(move |dst| (RuleKey { src, dst }, RuleValue { verdict: u8::from(src % 2 == 1) })))
+        // Pair entries of the LPM policy map (what a policy without L4 gives).
+        let fill: Vec<(PolicyKey, PolicyValue)> = (1..=1024u16)
+            .flat_map(|src| {
+                (1..=1024u16).map(move |dst| {
+                    let allow = u8::from(src % 2 == 1);
+                    (policy_key(PREFIX_PAIR, src, dst, 0, 0), PolicyValue { verdict: allow, flags: allow, pad: 0, rule: 1 })
+                })
+            })
             .take(entries as usize)
             .collect();
-        let rules = loaded.map(&RULES).unwrap();
+        let rules = loaded.map(&POLICY).unwrap();
         for chunk in fill.chunks(65_536) {
             rules.set_all(chunk).unwrap();
         }

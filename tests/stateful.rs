@@ -66,7 +66,7 @@ impl Plane {
     }
 
     /// From the guest: stamped and tracked.
-    fn from_guest(&self, pkt: &[u8]) -> i32 {
+    fn sent_by_guest(&self, pkt: &[u8]) -> i32 {
         self.run("microseg_stamp", pkt, 0)
     }
 
@@ -110,8 +110,8 @@ fn forward_verdicts_at_every_l4_specificity() {
 fn replies_pass_through_the_flow_table_and_nothing_else_does() {
     let p = Plane::new();
     // The guest (b) opens TCP and UDP flows toward a, which has no rule back.
-    assert_eq!(p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(33333, 8080, TCP_SYN, b""))), NEXT);
-    assert_eq!(p.from_guest(&eth_out().udp(v4(GUEST), v4(PEER), 44444, 53, b"q")), NEXT);
+    assert_eq!(p.sent_by_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(33333, 8080, TCP_SYN, b""))), NEXT);
+    assert_eq!(p.sent_by_guest(&eth_out().udp(v4(GUEST), v4(PEER), 44444, 53, b"q")), NEXT);
     assert_eq!(p.flows().len(), 2, "both flows recorded: {:?}", p.flows());
     let reply_tcp = |sport, dport| eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(sport, dport, TCP_SYN | TCP_ACK, b""));
     assert_eq!(p.to_guest(1, &reply_tcp(8080, 33333)), NEXT, "the TCP reply");
@@ -123,13 +123,13 @@ fn replies_pass_through_the_flow_table_and_nothing_else_does() {
     assert_eq!(p.to_guest(1, &eth_in().udp(v4(PEER), v4(GUEST), 53, 44444, b"r")), NEXT, "the UDP reply");
     assert_eq!(p.to_guest(1, &eth_in().udp(v4(PEER), v4(GUEST), 53, 44444, b"r")[..]), NEXT);
     // ICMP echo: the reply with the same identifier, nothing else.
-    p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 1, &[], &icmp(8, &echo(99, 1))));
+    p.sent_by_guest(&eth_out().ip(v4(GUEST), v4(PEER), 1, &[], &icmp(8, &echo(99, 1))));
     let icmp_in = |kind, id| eth_in().ip(v4(PEER), v4(GUEST), 1, &[], &icmp(kind, &echo(id, 1)));
     assert_eq!(p.to_guest(3, &icmp_in(0, 99)), NEXT, "echo reply");
     assert_eq!(p.to_guest(3, &icmp_in(0, 98)), DROP, "other identifier");
     assert_eq!(p.to_guest(3, &icmp_in(8, 99)), DROP, "a request with that identifier is no reply");
     // IPv6 likewise.
-    p.from_guest(&eth_out().udp(IpAddr::V6(GUEST6), IpAddr::V6(PEER6), 5353, 53, b"q"));
+    p.sent_by_guest(&eth_out().udp(IpAddr::V6(GUEST6), IpAddr::V6(PEER6), 5353, 53, b"q"));
     assert_eq!(p.to_guest(3, &eth_in().udp(IpAddr::V6(PEER6), IpAddr::V6(GUEST6), 53, 5353, b"r")), NEXT);
     assert_eq!(p.to_guest(3, &eth_in().udp(IpAddr::V6(PEER6), IpAddr::V6(GUEST6), 53, 5354, b"r")), DROP);
 }
@@ -138,7 +138,7 @@ fn replies_pass_through_the_flow_table_and_nothing_else_does() {
 fn icmp_errors_pass_only_when_they_quote_a_tracked_flow() {
     let p = Plane::new();
     let sent = eth_out().udp(v4(GUEST), v4(PEER), 40001, 9999, b"big");
-    p.from_guest(&sent);
+    p.sent_by_guest(&sent);
     let quoted = |pkt: &[u8]| pkt[14..14 + 28].to_vec();
     let router = Ipv4Addr::new(10, 77, 0, 254);
     let err = |kind, inner: Vec<u8>| eth_in().ip(v4(router), v4(GUEST), 1, &[], &icmp(kind, &[[0u8; 4].as_slice(), &inner].concat()));
@@ -148,7 +148,7 @@ fn icmp_errors_pass_only_when_they_quote_a_tracked_flow() {
     assert_eq!(p.to_guest(0, &err(3, quoted(&untracked))), DROP, "quotes no flow of the guest");
     // ICMPv6 packet too big.
     let sent6 = eth_out().udp(IpAddr::V6(GUEST6), IpAddr::V6(PEER6), 40003, 9999, b"big");
-    p.from_guest(&sent6);
+    p.sent_by_guest(&sent6);
     let quoted6 = |pkt: &[u8]| pkt[14..14 + 48].to_vec();
     let err6 = |inner: Vec<u8>| {
         eth_in().ip(IpAddr::V6(PEER6), IpAddr::V6(GUEST6), 58, &[], &icmp(2, &[[0u8, 0, 5, 0].as_slice(), &inner].concat()))
@@ -169,12 +169,12 @@ fn arp_and_nd_follow_the_policy() {
     // Replies pass only when the guest asked.
     let reply = arp(mac(1), mac(2), 2, PEER, GUEST);
     assert_eq!(p.to_guest(0, &reply), DROP, "unsolicited reply");
-    assert_eq!(p.from_guest(&arp(mac(2), [0xff; 6], 1, GUEST, PEER)), NEXT);
+    assert_eq!(p.sent_by_guest(&arp(mac(2), [0xff; 6], 1, GUEST, PEER)), NEXT);
     assert_eq!(p.to_guest(0, &reply), NEXT, "the guest asked");
     // A requester the guest talks to may resolve it, whatever the policy.
     let talker = Ipv4Addr::new(10, 77, 0, 50);
     assert_eq!(p.to_guest(0, &request(talker)), DROP);
-    p.from_guest(&eth_out().udp(v4(GUEST), v4(talker), 1234, 53, b"q"));
+    p.sent_by_guest(&eth_out().udp(v4(GUEST), v4(talker), 1234, 53, b"q"));
     assert_eq!(p.to_guest(0, &request(talker)), NEXT, "the guest has a flow with the requester");
 
     // Neighbour discovery: solicitations like ARP requests, advertisements when asked.
@@ -186,7 +186,7 @@ fn arp_and_nd_follow_the_policy() {
     assert_eq!(p.to_guest(0, &ns(PEER6, GUEST6)), DROP);
     assert_eq!(p.to_guest(0, &na(PEER6)), DROP, "unsolicited advertisement");
     let asked = eth_out().ip(IpAddr::V6(GUEST6), "ff02::1:ff00:1".parse().unwrap(), 58, &[], &icmp(135, &[[0u8; 4].as_slice(), &PEER6.octets()].concat()));
-    p.from_guest(&asked);
+    p.sent_by_guest(&asked);
     assert_eq!(p.to_guest(0, &na(PEER6)), NEXT, "the guest solicited it");
 }
 
@@ -194,7 +194,7 @@ fn arp_and_nd_follow_the_policy() {
 fn flows_are_created_refreshed_and_expire() {
     let p = Plane::new();
     let out = eth_out().udp(v4(GUEST), v4(PEER), 50000, 53, b"q");
-    p.from_guest(&out);
+    p.sent_by_guest(&out);
     let map = p.loaded.map(&FLOWS).unwrap();
     let keys = map.keys().unwrap();
     assert_eq!(keys.len(), 1);
@@ -203,13 +203,13 @@ fn flows_are_created_refreshed_and_expire() {
     assert_eq!(&k.saddr[12..], &GUEST.octets());
     let first = map.get(&k).unwrap().unwrap();
     // Within a second the entry is only looked up, not rewritten.
-    p.from_guest(&out);
+    p.sent_by_guest(&out);
     assert_eq!(map.get(&k).unwrap().unwrap(), first);
     // Older than that: refreshed.
     let mut old = first;
     old.last_seen -= 2_000_000_000;
     map.set(&k, &old).unwrap();
-    p.from_guest(&out);
+    p.sent_by_guest(&out);
     assert!(map.get(&k).unwrap().unwrap().last_seen > old.last_seen, "not refreshed");
     // Idle past the UDP timeout: a reply no longer passes.
     let reply = eth_in().udp(v4(PEER), v4(GUEST), 53, 50000, b"r");
@@ -220,8 +220,8 @@ fn flows_are_created_refreshed_and_expire() {
     assert_eq!(p.to_guest(3, &reply), DROP, "an expired flow");
     // TCP after FIN: short timeout.
     let syn = eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(40000, 22, TCP_SYN, b""));
-    p.from_guest(&syn);
-    p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(40000, 22, TCP_FIN | TCP_ACK, b"")));
+    p.sent_by_guest(&syn);
+    p.sent_by_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(40000, 22, TCP_FIN | TCP_ACK, b"")));
     let tk = map.keys().unwrap().into_iter().find(|k| k.proto == 6).unwrap();
     let mut closing = map.get(&tk).unwrap().unwrap();
     assert_eq!(closing.flags & 1, 1, "FIN marks the flow closing");
@@ -233,7 +233,7 @@ fn flows_are_created_refreshed_and_expire() {
     // An unassigned NIC opens nothing.
     p.loaded.map(&TAP_TO_GROUP).unwrap().remove(&NicKey { ifindex: NIC }).unwrap();
     let before = map.keys().unwrap().len();
-    p.from_guest(&eth_out().udp(v4(GUEST), v4(PEER), 50001, 53, b"q"));
+    p.sent_by_guest(&eth_out().udp(v4(GUEST), v4(PEER), 50001, 53, b"q"));
     assert_eq!(map.keys().unwrap().len(), before);
 }
 
@@ -244,9 +244,9 @@ fn a_revoked_rule_stops_an_established_flow_at_once() {
     let data = eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(40000, 80, TCP_ACK, b"data"));
     // a connects to the guest's port 80, the guest answers, data flows.
     assert_eq!(p.to_guest(1, &syn), NEXT);
-    p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(80, 40000, TCP_SYN | TCP_ACK, b"")));
+    p.sent_by_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(80, 40000, TCP_SYN | TCP_ACK, b"")));
     assert_eq!(p.to_guest(1, &data), NEXT);
-    p.from_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(80, 40000, TCP_ACK, b"ok")));
+    p.sent_by_guest(&eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(80, 40000, TCP_ACK, b"ok")));
     let flows = p.loaded.map(&FLOWS).unwrap().entries().unwrap();
     assert!(flows.values().all(|v| v.flags & 2 != 0), "the guest's answers opened a flow of its own: {flows:?}");
     // The rule goes: the next packet in the opened direction is judged anew.
@@ -268,7 +268,7 @@ fn a_revoked_rule_stops_an_established_flow_at_once() {
         map.set(k, v).unwrap();
     }
     assert_eq!(p.to_guest(1, &query), NEXT);
-    p.from_guest(&eth_out().udp(v4(GUEST), v4(PEER), 5000, 41000, b"a"));
+    p.sent_by_guest(&eth_out().udp(v4(GUEST), v4(PEER), 5000, 41000, b"a"));
     assert_eq!(p.to_guest(1, &query), NEXT);
     let without_range = POLICY_JSON.replace(r#""dport": "5000:5099""#, r#""dport": "6000""#);
     let revoked = resolve::resolve(&microseg::config::parse(without_range.as_bytes()).unwrap(), 1 << 20).unwrap();

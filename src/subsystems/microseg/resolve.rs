@@ -189,7 +189,7 @@ pub fn resolve(cfg: &MicrosegConfig, capacity: usize) -> Result<Policy> {
 /// The winner among `candidates` that satisfy `applies`: the most specific
 /// by (destination distance, source distance, L4 specificity); an exact tie
 /// with different verdicts is a deny (the first deny among them).
-fn winner<'a>(candidates: &[Candidate], rules: &[&'a Rule], applies: impl Fn(&Rule) -> bool) -> Option<(u32, bool)> {
+fn winner(candidates: &[Candidate], rules: &[&Rule], applies: impl Fn(&Rule) -> bool) -> Option<(u32, bool)> {
     let key = |c: &Candidate| (c.dst_distance, c.src_distance, rules[c.rule as usize].l4.specificity());
     let best = candidates.iter().filter(|c| applies(rules[c.rule as usize])).map(key).min()?;
     let tied: Vec<&Candidate> =
@@ -212,8 +212,8 @@ fn pair_entries(src: Mark, dst: Mark, candidates: &[Candidate], rules: &[&Rule],
     let protos: BTreeSet<u8> = candidates.iter().filter_map(|c| rules[c.rule as usize].l4.proto).collect();
     for proto in protos {
         let at_proto = winner(candidates, rules, |r| r.l4.proto.is_none() || (r.l4.proto == Some(proto) && r.l4.dports.is_empty()));
-        if at_proto.is_some() && at_proto != base {
-            entries.push((policy_key(PREFIX_PROTO, src, dst, proto, 0), value(at_proto.unwrap())));
+        if let Some(w) = at_proto.filter(|_| at_proto != base) {
+            entries.push((policy_key(PREFIX_PROTO, src, dst, proto, 0), value(w)));
         }
         if !has_ports(proto) {
             continue;
