@@ -176,7 +176,8 @@ impl Microseg {
         for (u, plan) in self.units.iter().zip(&plans) {
             match plan {
                 Some(plan) => {
-                    u.state.reconcile(plan, &|| self.ranks(), &mut report).context(u.state.name())?;
+                    let state = u.state.with_capacities(&plan.capacities);
+                    state.reconcile(plan, &|| self.ranks(), &mut report).context(u.state.name())?;
                     u.subsystem.count_targets(&mut report, plan.counted);
                 }
                 None => {
@@ -225,7 +226,7 @@ impl Microseg {
         let mut report = Report::default();
         for (u, plan) in &plans {
             let _lock = u.state.lock(Mode::Shared)?;
-            match u.state.apply_additive(plan, &|| self.ranks(), &mut report) {
+            match u.state.with_capacities(&plan.capacities).apply_additive(plan, &|| self.ranks(), &mut report) {
                 Ok(true) => {}
                 Ok(false) => {
                     drop(_lock);

@@ -178,3 +178,29 @@ fn restarted_guest_with_recycled_ifindex_is_reclaimed() {
     assert!(!snapshot(&ms).taps.contains_key(&NicKey { ifindex: old }));
     assert_eq!(of_old(&ms), (0, 0));
 }
+
+#[test]
+fn ct_max_sizes_the_flow_table_and_a_change_keeps_the_links() {
+    let sandbox = Sandbox::new("ctmax");
+    let _lab = lab3();
+    let ms = sandbox.microseg();
+    let with = |ct: Option<u32>| {
+        let opt = ct.map(|n| format!(r#""opt": {{"type": "options", "ct-max": {n}}},"#)).unwrap_or_default();
+        CONFIG.replacen(r#""microseg": {"ids": {"#, &format!(r#""microseg": {{"ids": {{ {opt}"#), 1)
+    };
+    let capacity = |ms: &Microseg, map: &str| {
+        let fd = sys::obj_get(&ms.policy().map_pin(map)).unwrap();
+        sys::map_info(fd.as_fd()).unwrap().max_entries
+    };
+    sandbox.write_config(&with(None));
+    ms.apply_full().unwrap();
+    assert_eq!((capacity(&ms, "flows"), capacity(&ms, "peers")), (65536, 16384), "the default");
+    let links = link_ids(&snapshot(&ms));
+    sandbox.write_config(&with(Some(4096)));
+    let r = ms.apply_full().unwrap();
+    assert!(r.loaded, "a new ct-max is a layout change");
+    assert_eq!((capacity(&ms, "flows"), capacity(&ms, "peers")), (4096, 1024));
+    assert_eq!(link_ids(&snapshot(&ms)), links, "links were detached for a new ct-max");
+    assert!(!ms.apply_full().unwrap().loaded, "the same ct-max reloads nothing");
+    assert!(matches!(ms.apply_iface(b"veth101i0").unwrap(), IfaceOutcome::Enforced { .. }));
+}

@@ -8,6 +8,7 @@
 //! One module per section family: `policy`, `underlay`.
 
 mod perl;
+pub mod options;
 pub mod policy;
 pub mod underlay;
 
@@ -32,6 +33,8 @@ pub struct MicrosegConfig {
     pub rules: BTreeMap<String, Rule>,
     pub assignments: BTreeMap<String, Assignment>,
     pub guard: Option<VtepGuard>,
+    /// The `options` section, if any (see [`MicrosegConfig::ct_max`]).
+    pub options: Option<options::Options>,
     /// The VTEP peers of every VXLAN zone: addresses a guest may never claim.
     pub zone_peers: std::collections::BTreeSet<std::net::IpAddr>,
     /// Sections of types this module does not parse, by id: `(type, body)`.
@@ -46,6 +49,7 @@ impl MicrosegConfig {
             && self.rules.is_empty()
             && self.assignments.is_empty()
             && self.guard.is_none()
+            && self.options.is_none()
             && self.other.is_empty()
     }
 
@@ -112,6 +116,7 @@ fn parse_section(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<(
         Some("rule") => policy::parse_rule(cfg, id, value),
         Some("assignment") => policy::parse_assignment(cfg, id, value),
         Some("vtep-guard") => underlay::parse_guard(cfg, id, value),
+        Some("options") => options::parse_options(cfg, id, value),
         Some(other) => {
             cfg.other.insert(id, (other.to_string(), value));
             Ok(())
@@ -326,6 +331,19 @@ mod tests {
         }
         let cfg = parse(doc(&s).as_bytes()).unwrap();
         assert_eq!(cfg.groups.len(), 10_000);
+    }
+
+    #[test]
+    fn options_ct_max() {
+        let ok = |v: &str| parse(doc(&format!(r#""o": {{"type":"options","ct-max":{v}}}"#)).as_bytes()).unwrap().ct_max();
+        assert_eq!(parse(doc("").as_bytes()).unwrap().ct_max(), options::CT_MAX_DEFAULT);
+        assert_eq!(ok("262144"), 262144);
+        assert_eq!(ok(r#""4096""#), 4096);
+        assert_eq!(err(r#""o": {"type":"options","ct-max":10}"#), "microseg options 'o': ct-max 10 is outside 1024..=4194304");
+        assert_eq!(
+            err(r#""o": {"type":"options"}, "p": {"type":"options"}"#),
+            "microseg options 'p': only one options section is allowed, 'o' is one"
+        );
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct ObjectSpec {
     pub maps: &'static [&'static dyn MapDesc],
     /// Programs in the order they are attached to a new netdev.
     pub programs: &'static [ProgramSpec],
+    /// Map capacities set from the configuration at load time instead of
+    /// the object's (the flow table's `ct-max`); a change is a layout change.
+    pub capacities: Vec<(&'static str, u32)>,
 }
 
 impl std::fmt::Debug for ObjectSpec {
@@ -90,12 +93,13 @@ impl ObjectSpec {
             .map(|desc| {
                 let name = desc.name();
                 let m = obj.maps.get(name).ok_or_else(|| anyhow!("embedded BPF object has no map '{name}'"))?;
+                let set = self.capacities.iter().find(|(n, _)| *n == name).map(|&(_, c)| c);
                 Ok(MapLayout {
                     name,
                     map_type: m.map_type(),
                     key_size: m.key_size(),
                     value_size: m.value_size(),
-                    max_entries: m.max_entries(),
+                    max_entries: set.unwrap_or(m.max_entries()),
                     map_flags: m.map_flags(),
                 })
             })

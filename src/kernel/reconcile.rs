@@ -29,6 +29,8 @@ pub struct Plan {
     /// How many targets the report counts as enforced (a subsystem may
     /// carry pass-through programs on targets it does not enforce).
     pub counted: usize,
+    /// Map capacities the configuration sets (see `ObjectSpec::capacities`).
+    pub capacities: Vec<(&'static str, u32)>,
 }
 
 impl Plan {

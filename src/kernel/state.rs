@@ -143,6 +143,13 @@ impl KernelState {
         self.spec.name
     }
 
+    /// This state with map capacities set from the configuration.
+    pub fn with_capacities(&self, capacities: &[(&'static str, u32)]) -> KernelState {
+        let mut state = self.clone();
+        state.spec.capacities = capacities.to_vec();
+        state
+    }
+
     fn maps_dir(&self) -> PathBuf {
         self.pin_dir.join("maps")
     }
@@ -330,7 +337,11 @@ impl KernelState {
 
     /// Runs the verifier on the object with throw-away maps, pinning nothing.
     pub fn verify_object(&self) -> Result<()> {
-        let mut ebpf = aya::EbpfLoader::new().load(self.spec.object).context("load BPF object (verification)")?;
+        let mut loader = aya::EbpfLoader::new();
+        for &(name, capacity) in &self.spec.capacities {
+            loader.map_max_entries(name, capacity);
+        }
+        let mut ebpf = loader.load(self.spec.object).context("load BPF object (verification)")?;
         for spec in self.spec.programs {
             load_program(&mut ebpf, spec.name)?;
         }
@@ -359,6 +370,9 @@ impl KernelState {
         let mut loader = aya::EbpfLoader::new();
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
+        }
+        for &(name, capacity) in &self.spec.capacities {
+            loader.map_max_entries(name, capacity);
         }
         let mut ebpf = loader.load(self.spec.object).context("load BPF object")?;
 

@@ -44,6 +44,7 @@ impl Policy {
                 maps: &MAPS,
                 // Enforcement toward the guest is attached before the stamp
                 // on what it sends, so a new NIC is never stamped unenforced.
+                capacities: Vec::new(),
                 programs: &[
                     ProgramSpec { name: "microseg_enforce", hook: Hook::Egress, rank: rank::POLICY },
                     ProgramSpec { name: "microseg_stamp", hook: Hook::Ingress, rank: rank::POLICY },
@@ -98,6 +99,12 @@ fn tunnel_settings(cfg: &MicrosegConfig) -> TunnelSettings {
     TunnelSettings { ports }
 }
 
+/// The flow table holds `ct-max` flows; the peers table a quarter of that.
+fn capacities(cfg: &MicrosegConfig) -> Vec<(&'static str, u32)> {
+    let ct_max = cfg.ct_max();
+    vec![(FLOWS.name, ct_max), (PEERS.name, ct_max / 4)]
+}
+
 /// Whether the netdev of a `tap_to_group` entry is gone.
 fn nic_vanished(key: &NicKey) -> bool {
     netdev::name_of(key.ifindex).is_none()
@@ -148,6 +155,7 @@ impl super::Subsystem for Policy {
             ],
             targets,
             counted,
+            capacities: capacities(cfg),
         }))
     }
 
@@ -164,6 +172,7 @@ impl super::Subsystem for Policy {
             maps: vec![Entries::boxed_per_netdev(&TAP_TO_GROUP, entries, Ownership::Additive, nic_vanished)],
             targets: vec![Target { name: nic.name(), ifindex }],
             counted: 1,
+            capacities: capacities(cfg),
         }))
     }
 

@@ -43,6 +43,7 @@ impl OrderProbe {
                 object: OBJECT,
                 maps: &MAPS,
                 // Before the policy's stamp (rank 50).
+                capacities: Vec::new(),
                 programs: &[ProgramSpec { name: "order_probe", hook: Hook::Ingress, rank: 20 }],
             },
         }
@@ -77,6 +78,6 @@ impl super::Subsystem for OrderProbe {
             }
         }
         let zero = BTreeMap::from([(0u32, ProbeCounts::default())]);
-        Ok(any.then(|| Plan { maps: vec![Entries::boxed(&PROBE_COUNTS, zero, Ownership::Additive)], targets, counted: 0 }))
+        Ok(any.then(|| Plan { maps: vec![Entries::boxed(&PROBE_COUNTS, zero, Ownership::Additive)], targets, counted: 0, capacities: Vec::new() }))
     }
 }

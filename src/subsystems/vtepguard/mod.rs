@@ -36,6 +36,7 @@ impl VtepGuard {
                 schema_version: 1,
                 object: OBJECT,
                 maps: &MAPS,
+                capacities: Vec::new(),
                 programs: &[ProgramSpec { name: "vtep_guard", hook: Hook::Ingress, rank: rank::UNDERLAY_GUARD }],
             },
         }
@@ -81,6 +82,7 @@ impl super::Subsystem for VtepGuard {
                 Entries::boxed(&GUARD_CONFIG, config, Ownership::Additive),
             ],
             counted: targets.len(),
+            capacities: Vec::new(),
             targets,
         }))
     }
