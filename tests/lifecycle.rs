@@ -204,3 +204,75 @@ fn ct_max_sizes_the_flow_table_and_a_change_keeps_the_links() {
     assert!(!ms.apply_full().unwrap().loaded, "the same ct-max reloads nothing");
     assert!(matches!(ms.apply_iface(b"veth101i0").unwrap(), IfaceOutcome::Enforced { .. }));
 }
+
+/// a may open toward b, nothing may open toward a: what reaches a are the
+/// replies its flows let in, through the flow table.
+const ONE_WAY: &str = r#"{"version": 1, "microseg": {"ids": {
+    "a": {"type": "group", "mark": 1},
+    "b": {"type": "group", "mark": 2},
+    "c": {"type": "group", "mark": 3},
+    "a-b": {"type": "rule", "src": "a", "dst": "b", "proto": "udp", "allow": 1},
+    "n1": {"type": "assignment", "vmid": 101, "iface": 0, "group": "a"},
+    "n2": {"type": "assignment", "vmid": 102, "iface": 0, "group": "b"},
+    "n3": {"type": "assignment", "vmid": 103, "iface": 0, "group": "c"}
+}}}"#;
+
+#[test]
+fn a_code_swap_keeps_established_flows() {
+    use std::net::UdpSocket;
+    let sandbox = Sandbox::new("swapflows");
+    let lab = lab3();
+    sandbox.write_config(ONE_WAY);
+    sandbox.microseg().apply_full().unwrap();
+    let (ip_a, ip_b) = (lab.endpoint_ip("veth101i0"), lab.endpoint_ip("veth102i0"));
+    // b echoes; a asks from one socket (one flow); c writes to that socket unasked.
+    let b = lab.socket("veth102i0");
+    b.set_nonblocking(false).unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let a = in_netns(lab.guest_ns("veth101i0"), || UdpSocket::bind(SocketAddrV4::new(ip_a, 0)).unwrap());
+    a.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let a_addr = a.local_addr().unwrap();
+    let c = lab.socket("veth103i0");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = b.recv_from(&mut buf) {
+            b.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    let sending = Arc::new(AtomicBool::new(true));
+    let flag = sending.clone();
+    let a_rx = a.try_clone().unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (mut replies, mut unasked) = (0u64, 0u64);
+        let mut buf = [0u8; 64];
+        while let Ok(n) = a_rx.recv(&mut buf) {
+            match buf[..n].first() {
+                Some(b'q') => replies += 1,
+                Some(b'c') => unasked += 1,
+                _ => {}
+            }
+        }
+        (replies, unasked)
+    });
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        while flag.load(Ordering::Relaxed) || sent < 2000 {
+            a.send_to(b"q", SocketAddrV4::new(ip_b, PORT)).unwrap();
+            c.send_to(b"c", a_addr).unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let report = sandbox.microseg_with(MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    sending.store(false, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    let (replies, unasked) = receiver.join().unwrap();
+    echo.join().unwrap();
+    assert!(report.loaded, "the new object was not loaded");
+    println!("swap with flows: {sent} requests, {replies} replies, {unasked} unasked datagrams delivered");
+    assert_eq!(replies, sent, "replies of an established flow were lost across the swap");
+    assert_eq!(unasked, 0, "datagrams nobody asked for reached a");
+}
