@@ -10,7 +10,11 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
 use common::packet::{arp, send_raw, Frame};
+use microseg::kernel::sys;
+use microseg::subsystems::microseg::maps::FLOWS;
 use common::*;
 
 /// front (10) > a (11); b (20); c (30), the scanner.
@@ -339,4 +343,71 @@ fn revoking_a_rule_stops_an_established_connection_within_a_second() {
     ms.apply_full().unwrap();
     let _s = tcp_server(&lab, b, SocketAddr::V4(SocketAddrV4::new(ip_b, 80)));
     assert_eq!(tcp_talk(&lab, a, SocketAddrV4::new(ip_b, 80).into()).unwrap(), "world:hello");
+}
+
+#[test]
+fn a_flood_of_new_flows_does_not_break_another_guests_flow() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let sandbox = Sandbox::new("flood");
+    let ms = sandbox.microseg();
+    let lab = node();
+    sandbox.write_config(&config(true));
+    ms.apply_full().unwrap();
+    let (a, b, c) = ("veth101i0", "veth102i0", "veth103i0");
+    let (ip_a, ip_b) = (lab.endpoint_ip(a), lab.endpoint_ip(b));
+    let _echo = udp_server(&lab, b, SocketAddr::V4(SocketAddrV4::new(ip_b, 5353)));
+    let sock = in_guest(&lab, a, || UdpSocket::bind(SocketAddrV4::new(ip_a, 0)).unwrap());
+    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    // Warm up the active flow (ARP, the flow entry).
+    assert!(udp_ask(&lab, a, SocketAddrV4::new(ip_a, 0).into(), SocketAddrV4::new(ip_b, 5353).into()).is_some());
+
+    // c floods new flows (a new destination port each datagram) for 10 s.
+    // It may resolve nobody, so it gets b's address by hand.
+    ip_batch(Some(&lab.guest_ns(c).name), &format!("neigh replace {ip_b} lladdr 02:00:00:00:00:02 dev eth0 nud permanent\n"));
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flooded = Arc::new(AtomicU64::new(0));
+    let flood_sock = in_guest(&lab, c, || UdpSocket::bind("0.0.0.0:0").unwrap());
+    let (flag, count) = (flooding.clone(), flooded.clone());
+    let flood = std::thread::spawn(move || {
+        let mut port = 1u16;
+        while flag.load(Ordering::Relaxed) {
+            for _ in 0..256 {
+                let _ = flood_sock.send_to(b"x", SocketAddrV4::new(ip_b, port));
+                port = port.wrapping_add(1).max(1);
+            }
+            count.fetch_add(256, Ordering::Relaxed);
+        }
+    });
+    // Meanwhile a's flow exchanges a request every 20 ms.
+    let start = Instant::now();
+    let (mut asked, mut answered, mut longest_gap, mut last_answer) = (0u32, 0u32, Duration::ZERO, Instant::now());
+    let mut buf = [0u8; 64];
+    while start.elapsed() < Duration::from_secs(10) {
+        sock.send_to(b"ping", SocketAddrV4::new(ip_b, 5353)).unwrap();
+        asked += 1;
+        if sock.recv(&mut buf).is_ok() {
+            answered += 1;
+            longest_gap = longest_gap.max(last_answer.elapsed());
+            last_answer = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    flooding.store(false, Ordering::Relaxed);
+    flood.join().unwrap();
+    let flows = sys::obj_get(&ms.policy().map_pin(FLOWS.name)).unwrap();
+    let table = FLOWS.open_fd(flows.as_fd()).unwrap().entries().unwrap().len();
+    println!(
+        "flood: {} new flows from c in 10 s ({} per second), flow table at {table}; a's flow: {answered}/{asked} answered, \
+         longest gap {longest_gap:?}",
+        flooded.load(Ordering::Relaxed),
+        flooded.load(Ordering::Relaxed) / 10
+    );
+    assert!(flooded.load(Ordering::Relaxed) > 200_000, "the flood was too weak to fill the table");
+    assert!(longest_gap < Duration::from_secs(1), "a's flow was broken for {longest_gap:?}");
+    assert!(answered * 10 >= asked * 9, "a's flow lost more than a tenth of its answers: {answered}/{asked}");
+    // The flow still works, and a new one can be opened with the table full.
+    sock.send_to(b"after", SocketAddrV4::new(ip_b, 5353)).unwrap();
+    assert!(sock.recv(&mut buf).is_ok(), "a's flow is gone after the flood");
+    assert!(udp_ask(&lab, a, SocketAddrV4::new(ip_a, 0).into(), SocketAddrV4::new(ip_b, 5353).into()).is_some());
 }
