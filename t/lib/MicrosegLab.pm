@@ -18,7 +18,8 @@ use Socket qw(AF_INET SOCK_DGRAM inet_aton pack_sockaddr_in);
 use Fcntl qw(O_RDWR O_NONBLOCK F_SETFL);
 use Time::HiRes qw(sleep time);
 
-our @EXPORT = qw(run sandbox write_config lab_new add_veth add_tap plug measure matrix_string pin_state running_config);
+our @EXPORT = qw(run sandbox write_config lab_new add_veth add_tap plug measure matrix_string pin_state running_config
+    udp_socket_in neighbours_of);
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../..');
 $ENV{PVE_RS_MICROSEG_SO} //= "$ROOT/target/release/libpve_rs_microseg.so";
@@ -95,8 +96,10 @@ sub running_config {
 	push @ids, qq("$id": {"type": "group", "id": "$id", "mark": "$mark"$par});
     }
     for my $r (@{$p{rules} // []}) {
-	my ($id, $src, $dst, $allow) = @$r;
+	my ($id, $src, $dst, $allow, $proto, $dport) = @$r;
 	my $s = defined($src) ? qq(, "src": "$src") : '';
+	$s .= qq(, "proto": "$proto") if defined($proto);
+	$s .= qq(, "dport": "$dport") if defined($dport);
 	push @ids, qq("$id": {"type": "rule", "id": "$id", "dst": "$dst", "allow": $allow$s});
     }
     for my $a (@{$p{assign} // []}) {
@@ -124,6 +127,34 @@ sub _udp_socket {
     bind($s, pack_sockaddr_in($port // PORT, inet_aton(ip4($host)))) or die "bind " . ip4($host) . ": $!\n";
     fcntl($s, F_SETFL, O_NONBLOCK) or die "fcntl: $!\n";
     return $s;
+}
+
+# A non-blocking UDP socket inside the namespace of guest $name (a veth
+# guest), on $port (0: ephemeral).
+sub udp_socket_in {
+    my ($lab, $name, $port) = @_;
+    my ($e) = grep { $_->{name} eq $name } @{$lab->{eps}};
+    die "no veth guest $name\n" if !$e || $e->{kind} ne 'veth';
+    open(my $nsfh, '<', "/run/netns/$e->{ns}") or die "open netns: $!\n";
+    _setns($nsfh);
+    my $sock = eval { _udp_socket($e->{host}, $port) };
+    my $err = $@;
+    _setns($HOSTNS_FH);
+    die $err if $err;
+    return $sock;
+}
+
+# The addresses guest $name has resolved (its neighbour entries with a
+# link-layer address), after dropping its static ones if $flush.
+sub neighbours_of {
+    my ($lab, $name, $flush) = @_;
+    my ($e) = grep { $_->{name} eq $name } @{$lab->{eps}};
+    if ($flush) {
+	run("ip -n $e->{ns} neigh flush all nud permanent");
+	return ();
+    }
+    my $out = `ip -n $e->{ns} neigh show`;
+    return map { /^(\S+) .*lladdr/ ? ($1) : () } split(/\n/, $out);
 }
 
 # The node: bridge vmbr0 (the VNet) with the host's unstamped address.
