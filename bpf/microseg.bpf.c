@@ -49,6 +49,9 @@
 #define TIMEOUT_CLOSING (10 * NSEC)
 #define TIMEOUT_SHORT (30 * NSEC)
 #define TIMEOUT_OTHER (60 * NSEC)
+/* How long an address the guest talks to or asked for may resolve it: past
+ * the kernel's neighbour re-probes on both sides of a long-lived flow. */
+#define TIMEOUT_PEER (300 * NSEC)
 /* An entry seen within this is not rewritten: the established path is a lookup. */
 #define REFRESH_AFTER NSEC
 
@@ -241,8 +244,38 @@ static __always_inline __u32 nic_group(const struct __sk_buff *skb)
 #define ARPOP_REQUEST_ 1
 #define ARPOP_REPLY_ 2
 
+#define ND_ROUTER_SOLICIT 133
+#define ND_ROUTER_ADVERT 134
 #define ND_NEIGHBOR_SOLICIT 135
 #define ND_NEIGHBOR_ADVERT 136
+
+#define DHCP4_SERVER 67
+#define DHCP4_CLIENT 68
+#define DHCP6_CLIENT 546
+#define DHCP6_SERVER 547
+
+/*
+ * Keys of the peers table for the host services a guest asked for: the
+ * addresses its requests go to (the limited broadcast, All DHCP Relay Agents
+ * and Servers, all routers).
+ */
+#define SERVICE_DHCP4 1   /* ::ffff:255.255.255.255 */
+#define SERVICE_DHCP6 2   /* ff02::1:2 */
+#define SERVICE_ROUTERS 3 /* ff02::2 */
+
+/* Built on the stack: constant arrays would need a .rodata map. */
+static __always_inline void service_addr(__u8 *a, int which)
+{
+	__builtin_memset(a, 0, 16);
+	if (which == SERVICE_DHCP4) {
+		__builtin_memset(a + 10, 0xff, 6);
+		return;
+	}
+	a[0] = 0xff;
+	a[1] = 0x02;
+	a[13] = which == SERVICE_DHCP6 ? 1 : 0;
+	a[15] = 2;
+}
 
 /* What the programs need of a packet. */
 struct pkt {
@@ -280,6 +313,12 @@ static __always_inline void read_l4(void *data, void *end, __u32 off, struct pkt
 {
 	__u8 *l4 = data + off;
 
+	/*
+	 * Verifier trick: without this barrier clang may rebuild l4 from data +
+	 * off after the bounds check below, and the rebuilt pointer carries no
+	 * checked range. The barrier makes every use go through this value.
+	 */
+	asm volatile("" : "+r"(l4));
 	p->l4_off = off;
 	if ((void *)(l4 + 8) > end)
 		return;
@@ -401,7 +440,7 @@ static __always_inline int peer_known(__u32 ifindex, const __u8 *addr, __u64 now
 
 	__builtin_memcpy(key.addr, addr, 16);
 	seen = bpf_map_lookup_elem(&peers, &key);
-	return seen && now - seen->last_seen <= TIMEOUT_SHORT;
+	return seen && now - seen->last_seen <= TIMEOUT_PEER;
 }
 
 /* The flow key of `p` seen from the guest behind `ifindex`; `toward` when
@@ -466,6 +505,19 @@ static __always_inline void track(__u32 ifindex, struct pkt *p)
 	if (p->proto == IPPROTO_ICMPV6 && p->icmp_type == ND_NEIGHBOR_SOLICIT) {
 		remember_peer(ifindex, p->nd_target, now);
 		return;
+	}
+	/* Host services the guest asks for: their answers may pass (see host_service). */
+	if (p->proto == IPPROTO_ICMPV6 && p->icmp_type == ND_ROUTER_SOLICIT) {
+		__u8 service[16];
+
+		service_addr(service, SERVICE_ROUTERS);
+		remember_peer(ifindex, service, now);
+	}
+	if (p->proto == IPPROTO_UDP && p->ports && (p->dport == DHCP4_SERVER || p->dport == DHCP6_SERVER)) {
+		__u8 service[16];
+
+		service_addr(service, p->dport == DHCP4_SERVER ? SERVICE_DHCP4 : SERVICE_DHCP6);
+		remember_peer(ifindex, service, now);
 	}
 	if (!keyable(p))
 		return;
@@ -675,6 +727,43 @@ static __always_inline int resolution_verdict(__u32 ifindex, __u32 src, __u32 ds
 	return 0;
 }
 
+/*
+ * Whether the node's own stack sent the packet: on a guest NIC's egress a
+ * locally generated packet still carries its socket, one bridged from
+ * another port or decapsulated from a tunnel does not. Only root binds the
+ * DHCP ports or sends router advertisements.
+ */
+static __always_inline int from_node_stack(struct __sk_buff *skb)
+{
+	return skb->sk != 0;
+}
+
+/*
+ * Host services a guest needs (SPEC section 4), without a rule: DHCPv4 and
+ * DHCPv6 answers from the node's own stack to a guest that asked, and
+ * router advertisements from the node's own stack (its router: sent
+ * periodically as well as solicited). From anyone else they need a rule.
+ */
+static __always_inline int host_service(struct __sk_buff *skb, __u32 ifindex, const struct pkt *p)
+{
+	__u64 now;
+
+	if (p->proto == IPPROTO_UDP && p->ports &&
+	    ((p->sport == DHCP4_SERVER && p->dport == DHCP4_CLIENT) ||
+	     (p->sport == DHCP6_SERVER && p->dport == DHCP6_CLIENT))) {
+		__u8 service[16];
+
+		if (!from_node_stack(skb))
+			return 0;
+		now = bpf_ktime_get_coarse_ns();
+		service_addr(service, p->sport == DHCP4_SERVER ? SERVICE_DHCP4 : SERVICE_DHCP6);
+		return peer_known(ifindex, service, now);
+	}
+	if (p->l3 == L3_IPV6 && p->proto == IPPROTO_ICMPV6 && p->icmp_type == ND_ROUTER_ADVERT)
+		return from_node_stack(skb);
+	return 0;
+}
+
 SEC("classifier/microseg_enforce")
 int microseg_enforce(struct __sk_buff *skb)
 {
@@ -702,7 +791,8 @@ int microseg_enforce(struct __sk_buff *skb)
 		return MS_TCX_NEXT;
 	}
 	if (p.l3 == L3_IPV4 || p.l3 == L3_IPV6) {
-		if (is_reply(skb->ifindex, &p) || quotes_a_flow(skb, skb->ifindex, &p))
+		if (is_reply(skb->ifindex, &p) || quotes_a_flow(skb, skb->ifindex, &p) ||
+		    host_service(skb, skb->ifindex, &p))
 			return MS_TCX_NEXT;
 	}
 	/* Default deny: no entry drops just as an explicit deny does. */

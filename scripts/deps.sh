@@ -8,6 +8,7 @@ packages=(
     clang libbpf-dev linux-libc-dev gcc libc6-dev # BPF objects and the XS glue
     perl libperl5.36                              # perl headers for the glue
     iproute2 kmod nftables iperf3 bpftool util-linux # test, demo and benchmark topologies
+    dnsmasq-base isc-dhcp-client                  # host services: a real DHCP server and client
     dpkg-dev debhelper lintian systemd fakeroot   # the Debian package and its checks
 )
 
