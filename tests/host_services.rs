@@ -199,3 +199,71 @@ fn dhcp_and_slaac_from_the_node_work_without_a_rule_and_rogue_ones_do_not() {
     assert_eq!(services_from(&frames, evil_mac), Vec::<&str>::new(), "a rogue DHCP offer or RA reached the guest");
     lab.endpoints.clear();
 }
+
+/// Path MTU discovery (SPEC section 4): a guest with no rule back from the
+/// outside sends a large TCP transfer through the node to a network behind
+/// a smaller MTU; the node's "fragmentation needed" / "packet too big"
+/// errors quote the guest's own flow and reach it, so the transfer completes.
+#[test]
+fn path_mtu_discovery_works_through_a_smaller_routed_hop() {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    let sandbox = Sandbox::new("pmtu");
+    let ms = sandbox.microseg();
+    let mut lab = Lab::new();
+    ip_batch(None, "addr add fd00::fe/64 dev vmbr0 nodad\n");
+    let outside = Netns::new("outside");
+    ip_batch(
+        None,
+        &format!(
+            "link add up0 mtu 1280 type veth peer name eth0 netns {}\naddr add 198.51.100.1/24 dev up0\n\
+             addr add fd01::1/64 dev up0 nodad\nlink set up0 up\n",
+            outside.name
+        ),
+    );
+    ip_batch(
+        Some(&outside.name),
+        // The outside end keeps MTU 1500 (its MSS invites full-size
+        // segments); only the node's side of the hop is 1280.
+        "link set lo up\naddr add 198.51.100.2/24 dev eth0\naddr add fd01::2/64 dev eth0 nodad\n\
+         link set eth0 up\nroute add default via 198.51.100.1\nroute add default via fd01::1\n",
+    );
+    sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+    lab.add_veth("veth101i0", 1, true);
+    let guest = lab.guest_ns("veth101i0").name.clone();
+    ip_batch(Some(&guest), "addr add fd00::1/64 dev eth0 nodad\nroute add default via 10.77.0.254\nroute add default via fd00::fe\n");
+    sandbox.write_config(CONFIG);
+    ms.apply_full().unwrap();
+
+    for server_addr in ["198.51.100.2:8080".parse::<SocketAddr>().unwrap(), "[fd01::2]:8080".parse().unwrap()] {
+        let listener = in_netns(&outside, || TcpListener::bind(server_addr).unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut total = 0usize;
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            let _ = s.write_all(&total.to_be_bytes());
+            total
+        });
+        let sent = in_netns(lab.guest_ns("veth101i0"), || {
+            let mut s = TcpStream::connect_timeout(&server_addr, Duration::from_secs(5)).expect("connect through the node");
+            s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let data = vec![0x5au8; 256 * 1024];
+            s.write_all(&data).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut total = [0u8; 8];
+            s.read_exact(&mut total).map(|()| usize::from_be_bytes(total)).unwrap_or(0)
+        });
+        let got = server.join().unwrap();
+        println!("path MTU to {server_addr}: {got} of {} bytes arrived", 256 * 1024);
+        assert_eq!((sent, got), (256 * 1024, 256 * 1024), "the transfer to {server_addr} stalled: PMTU discovery failed");
+    }
+    lab.endpoints.clear();
+}
