@@ -475,17 +475,6 @@ pub fn open_tap(name: &str) -> File {
     fd
 }
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
-        sum += u32::from(w);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// Ethernet + IPv4 + UDP (checksum 0: optional over IPv4).
 pub fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
@@ -498,7 +487,7 @@ pub fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Add
     iph[2..4].copy_from_slice(&total.to_be_bytes());
     iph.extend_from_slice(&src.octets());
     iph.extend_from_slice(&dst.octets());
-    let c = checksum(&iph);
+    let c = packet::csum(&iph);
     iph[10..12].copy_from_slice(&c.to_be_bytes());
     f.extend_from_slice(&iph);
     f.extend_from_slice(&PORT.to_be_bytes());

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 pub const TPID_8021Q: u16 = 0x8100;
 pub const TPID_8021AD: u16 = 0x88a8;
 
-fn csum(data: &[u8]) -> u16 {
+/// The Internet checksum of `data`.
+pub fn csum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in data.chunks(2) {
         let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };

@@ -539,13 +539,15 @@ mod tests {
         (d.verdict, d.rule)
     }
 
+    /// web (11) under app (10), and db (40): the groups of SPEC section 3's L4 examples.
+    fn app_web_db() -> Builder {
+        Builder::new().group("app", 10, None).group("web", 11, Some("app")).group("db", 40, None)
+    }
+
     #[test]
     fn l4_exception_inside_an_inherited_allow() {
         // app -> db allow plus web -> db tcp/22 deny: web -> db allowed except TCP 22.
-        let p = Builder::new()
-            .group("app", 10, None)
-            .group("web", 11, Some("app"))
-            .group("db", 40, None)
+        let p = app_web_db()
             .rule("a", Some("app"), "db", true)
             .rule_l4("b", Some("web"), "db", false, Some(TCP), &[(22, 22)])
             .policy();
@@ -559,10 +561,7 @@ mod tests {
     #[test]
     fn source_distance_decides_before_the_l4_match() {
         // web -> db deny plus app -> db tcp/5432 allow: web -> db tcp/5432 denied.
-        let p = Builder::new()
-            .group("app", 10, None)
-            .group("web", 11, Some("app"))
-            .group("db", 40, None)
+        let p = app_web_db()
             .rule("a", Some("web"), "db", false)
             .rule_l4("b", Some("app"), "db", true, Some(TCP), &[(5432, 5432)])
             .policy();
