@@ -71,9 +71,11 @@ impl MicrosegConfig {
 struct RunningConfig {
     #[serde(default)]
     microseg: Option<SectionMap>,
-    /// Read only for the peers of VXLAN zones, which the VTEP guard admits.
+    /// Read only for the peers of VXLAN zones; kept loose, since a key
+    /// other than `microseg` of an unexpected shape must not invalidate
+    /// the microseg configuration (it is ignored with a warning).
     #[serde(default)]
-    zones: Option<SectionMap>,
+    zones: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +103,15 @@ pub fn parse(text: &[u8]) -> Result<MicrosegConfig> {
     for (id, value) in section_map.ids {
         parse_section(&mut cfg, id, value)?;
     }
-    cfg.zone_peers = underlay::vxlan_zone_peers(doc.zones.as_ref());
+    let zones = match doc.zones.map(serde_json::from_value::<SectionMap>) {
+        Some(Ok(zones)) => Some(zones),
+        Some(Err(e)) => {
+            log::warn!("running config: key 'zones' is not a section map ({e}), ignored");
+            None
+        }
+        None => None,
+    };
+    cfg.zone_peers = underlay::vxlan_zone_peers(zones.as_ref());
     if let Some(guard) = &mut cfg.guard {
         guard.peers.extend(cfg.zone_peers.iter().copied());
     }
@@ -388,5 +398,15 @@ mod tests {
         assert_eq!(rule(r#""proto":"udp","dport":"http""#), "microseg rule 'r': 'http' is not a port");
         assert_eq!(rule(r#""proto":"udp","dport":"80,,81""#), "microseg rule 'r': empty entry in dport '80,,81'");
         assert_eq!(rule(r#""proto":"udp","dport":"1:2:3""#), "microseg rule 'r': '2:3' is not a port");
+    }
+
+    #[test]
+    fn another_key_of_an_unexpected_shape_does_not_invalidate_microseg() {
+        for zones in [r#""zones": "broken""#, r#""zones": {"ids": 7}"#, r#""zones": [1, 2]"#, r#""zones": null"#] {
+            let text = format!(r#"{{ {zones}, "vnets": 5, "microseg": {{"ids": {{"g": {{"type": "group", "mark": 1}}}}}}}}"#);
+            let cfg = parse(text.as_bytes()).unwrap_or_else(|e| panic!("{zones}: {e:#}"));
+            assert_eq!(cfg.groups.len(), 1, "{zones}");
+            assert!(cfg.zone_peers.is_empty());
+        }
     }
 }
