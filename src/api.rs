@@ -12,7 +12,8 @@ use crate::kernel::lock::{Lock, Mode};
 use crate::kernel::netdev::{self, GuestNic};
 use crate::kernel::reconcile::Plan;
 use crate::kernel::state::KernelState;
-use crate::report::Report;
+use crate::report::{Report, Simulation};
+use crate::subsystems::microseg::resolve::UNSTAMPED;
 use crate::subsystems::microseg::{self, nic_names, resolve};
 use crate::subsystems::{registry, Subsystem};
 
@@ -267,6 +268,64 @@ impl Microseg {
         Ok(serde_json::json!({ "groups": groups, "nics": nics, "pairs": pairs }))
     }
 
+    /// Which rule decides a flow (SPEC section 7, `simulate`), without
+    /// touching anything: `src` and `dst` are group ids or guest NIC names
+    /// (`src` absent or empty: unstamped), `proto` a protocol as rules
+    /// write it, `dport` a port. The decision is the one the kernel entries
+    /// make, explained from the config and checked against them.
+    pub fn simulate(&self, src: Option<&str>, dst: &str, proto: Option<&str>, dport: Option<&str>) -> Result<Simulation> {
+        let cfg = config::load(&self.settings.running_config)?.unwrap_or_default();
+        let mark_of = |what: &str, name: &str| -> Result<Option<Mark>> {
+            if let Some(g) = cfg.groups.get(name) {
+                return Ok(Some(g.mark));
+            }
+            match GuestNic::parse(name.as_bytes()) {
+                Some(nic) => Ok(cfg.group_of(nic.vmid, nic.iface).map(|g| g.mark)),
+                None => bail!("simulate: {what} '{name}' is neither a group nor a guest NIC"),
+            }
+        };
+        let src_mark = match src.filter(|s| !s.is_empty()) {
+            None => UNSTAMPED,
+            Some(s) => mark_of("src", s)?.unwrap_or(UNSTAMPED),
+        };
+        let proto = match proto.filter(|p| !p.is_empty()) {
+            None => None,
+            Some(p) => Some(config::policy::proto_number(p).ok_or_else(|| anyhow::anyhow!("simulate: unknown proto '{p}'"))?),
+        };
+        let port = match dport.filter(|d| !d.is_empty()) {
+            None => None,
+            Some(d) => {
+                if !proto.is_some_and(config::policy::has_ports) {
+                    bail!("simulate: dport needs proto tcp, udp or sctp");
+                }
+                match d.trim().parse::<u16>() {
+                    Ok(p) if p > 0 => Some(p),
+                    _ => bail!("simulate: '{d}' is not a port"),
+                }
+            }
+        };
+        let Some(dst_mark) = mark_of("dst", dst)? else {
+            return Ok(Simulation {
+                verdict: "allow",
+                rule: None,
+                reason: format!("{dst} is not assigned to a group: not enforced"),
+                audit: 0,
+            });
+        };
+        let capacity = self.policy().spec.capacity(microseg::maps::POLICY.name)?;
+        let kernel = resolve::resolve(&cfg, capacity)?.decide(src_mark, dst_mark, proto, port);
+        let explained = resolve::explain(&cfg, src_mark, dst_mark, proto, port);
+        if (kernel.verdict, &kernel.rule) != (explained.verdict, &explained.rule) {
+            bail!("simulate: internal error: the kernel entries decide {kernel:?}, the rules {explained:?}");
+        }
+        Ok(Simulation {
+            verdict: if explained.verdict == resolve::Verdict::Allow { "allow" } else { "deny" },
+            rule: explained.rule,
+            reason: explained.reason,
+            audit: 0,
+        })
+    }
+
     /// Detaches every link and removes every pin and all run state of every
     /// subsystem. Idempotent.
     pub fn clear(&self) -> Result<()> {
@@ -318,6 +377,11 @@ pub fn apply_iface(name: &[u8]) -> Result<IfaceOutcome> {
 /// `effective_policy()` with the process environment's settings.
 pub fn effective_policy() -> Result<serde_json::Value> {
     Microseg::from_env().effective_policy().context("microseg: effective_policy")
+}
+
+/// `simulate(...)` with the process environment's settings.
+pub fn simulate(src: Option<&str>, dst: &str, proto: Option<&str>, dport: Option<&str>) -> Result<Simulation> {
+    Microseg::from_env().simulate(src, dst, proto, dport).context("microseg: simulate")
 }
 
 /// `clear()` with the process environment's settings.

@@ -45,3 +45,18 @@ impl std::fmt::Display for Report {
         f.write_str(&parts.join(" "))
     }
 }
+
+/// What `simulate()` returns: which rule decides a flow and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Simulation {
+    /// `allow` or `deny`.
+    pub verdict: &'static str,
+    /// The deciding rule's id; `None` when no rule matches (default deny)
+    /// or the destination is not enforced.
+    pub rule: Option<String>,
+    /// How the rule was chosen (or that none matched).
+    pub reason: String,
+    /// Whether the destination's group is in audit mode (audit mode is not
+    /// implemented yet: always 0).
+    pub audit: u8,
+}

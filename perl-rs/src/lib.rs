@@ -38,12 +38,22 @@ pub struct MsBuf {
     cap: usize,
 }
 
-/// A Perl-visible function: its name, its parameters (for usage messages),
-/// and the core call behind it.
+/// A Perl-visible function: its name, its parameters (for usage messages;
+/// a leading `?` marks one that may be undef), and the core call behind it.
 struct Function {
     name: &'static str,
     params: &'static [&'static str],
-    call: fn(&[&[u8]]) -> Result<Value>,
+    call: fn(&[Option<&[u8]>]) -> Result<Value>,
+}
+
+/// An argument the function requires (dispatch has checked it is defined).
+fn required<'a>(a: &[Option<&'a [u8]>], i: usize) -> &'a [u8] {
+    a[i].unwrap_or_default()
+}
+
+/// An optional argument as text.
+fn text(a: Option<&[u8]>) -> Option<String> {
+    a.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 const FUNCTIONS: &[Function] = &[
@@ -51,7 +61,16 @@ const FUNCTIONS: &[Function] = &[
     Function {
         name: "apply_iface",
         params: &["iface"],
-        call: |a| Ok(Value::from(microseg::apply_iface(a[0])?.word())),
+        call: |a| Ok(Value::from(microseg::apply_iface(required(a, 0))?.word())),
+    },
+    Function {
+        name: "simulate",
+        params: &["?src", "dst", "?proto", "?dport"],
+        call: |a| {
+            let (src, dst, proto, dport) = (text(a[0]), text(a[1]).unwrap_or_default(), text(a[2]), text(a[3]));
+            let s = microseg::simulate(src.as_deref(), &dst, proto.as_deref(), dport.as_deref())?;
+            Ok(serde_json::to_value(s)?)
+        },
     },
     Function {
         name: "clear",
@@ -104,27 +123,36 @@ pub extern "C" fn microseg_rs_function(index: u32) -> *const c_char {
 }
 
 fn usage(f: &Function) -> String {
-    format!("Usage: PVE::RS::SDN::Microseg::{}({})", f.name, f.params.join(", "))
+    let params: Vec<&str> = f.params.iter().map(|p| p.trim_start_matches('?')).collect();
+    format!("Usage: PVE::RS::SDN::Microseg::{}({})", f.name, params.join(", "))
 }
 
 /// Checks the arguments and runs the function: the error for a wrong
 /// call names the function's usage.
 fn dispatch(f: &Function, args: &[MsArg], argc: usize) -> Result<Value> {
-    if argc != f.params.len() || args.len() != argc {
+    // Trailing optional parameters may be left out.
+    let required = f.params.iter().rposition(|p| !p.starts_with('?')).map_or(0, |i| i + 1);
+    if argc < required || argc > f.params.len() || args.len() != argc {
         bail!("{}\n", usage(f));
     }
     let mut bytes = Vec::with_capacity(args.len());
     for (arg, param) in args.iter().zip(f.params) {
+        let (optional, param) = match param.strip_prefix('?') {
+            Some(p) => (true, p),
+            None => (false, *param),
+        };
         match arg.kind {
+            ARG_UNDEF if optional => bytes.push(None),
             ARG_UNDEF => bail!("{}: {param} is undefined\n", usage(f)),
             ARG_REF => bail!("{}: {param} must be a string, not a reference\n", usage(f)),
-            ARG_STRING if arg.ptr.is_null() => bytes.push(&[][..]),
+            ARG_STRING if arg.ptr.is_null() => bytes.push(Some(&[][..])),
             // SAFETY: the glue passes a pointer to `len` bytes of a mortal
             // copy that lives until the XSUB returns.
-            ARG_STRING => bytes.push(unsafe { std::slice::from_raw_parts(arg.ptr, arg.len) }),
+            ARG_STRING => bytes.push(Some(unsafe { std::slice::from_raw_parts(arg.ptr, arg.len) })),
             other => return Err(anyhow!("microseg: internal error: argument kind {other}")),
         }
     }
+    bytes.resize(f.params.len(), None);
     (f.call)(&bytes)
 }
 

@@ -5,7 +5,8 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: pve-microseg apply-full | apply-iface IFACE | clear | policy | subsystems";
+const USAGE: &str =
+    "usage: pve-microseg apply-full | apply-iface IFACE | clear | policy | subsystems | simulate SRC DST [PROTO [DPORT]]";
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -23,6 +24,14 @@ fn main() -> ExitCode {
         }
         (Some("clear"), 1) => microseg::clear().map(|()| "cleared".to_string()),
         (Some("policy"), 1) => microseg::effective_policy().map(|p| p.to_string()),
+        // SRC '' is unstamped; PROTO and DPORT may be left out.
+        (Some("simulate"), 3..=5) => {
+            let (proto, dport) = (arg(3), arg(4));
+            microseg::simulate(Some(&arg(1).unwrap()), &arg(2).unwrap(), proto.as_deref(), dport.as_deref()).map(|s| {
+                let rule = s.rule.map(|r| format!(" by rule '{r}'")).unwrap_or_default();
+                format!("{}{rule}: {}", s.verdict, s.reason)
+            })
+        }
         // The registry's subsystem names, one per line (the package's purge uses them).
         (Some("subsystems"), 1) => Ok(microseg::Microseg::from_env()
             .units

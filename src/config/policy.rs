@@ -61,8 +61,8 @@ pub fn has_ports(proto: u8) -> bool {
 }
 
 /// `tcp`, `udp`, `sctp`, `icmp`, `icmpv6` (alias `ipv6-icmp`) or a number 0..=255.
-fn parse_proto(id: &str, s: &str) -> Result<u8> {
-    Ok(match s.trim().to_ascii_lowercase().as_str() {
+pub fn proto_number(s: &str) -> Option<u8> {
+    Some(match s.trim().to_ascii_lowercase().as_str() {
         "tcp" => PROTO_TCP,
         "udp" => PROTO_UDP,
         "sctp" => PROTO_SCTP,
@@ -70,9 +70,13 @@ fn parse_proto(id: &str, s: &str) -> Result<u8> {
         "icmpv6" | "ipv6-icmp" => PROTO_ICMPV6,
         other => match other.parse::<u16>() {
             Ok(n) if n <= 255 && !other.starts_with('+') => n as u8,
-            _ => bail!("microseg rule '{id}': unknown proto '{s}'"),
+            _ => return None,
         },
     })
+}
+
+fn parse_proto(id: &str, s: &str) -> Result<u8> {
+    proto_number(s).ok_or_else(|| anyhow::anyhow!("microseg rule '{id}': unknown proto '{s}'"))
 }
 
 /// A list of ports and ranges as the PVE firewall writes it: `80,443,8000:8080`.

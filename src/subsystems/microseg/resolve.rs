@@ -284,6 +284,78 @@ fn port_blocks(lo: u32, hi: u32) -> Vec<(u16, u32)> {
     out
 }
 
+/// How SPEC section 3 decides a packet, read directly from the config: every
+/// matching rule, the most specific deciding, with the reason spelled out.
+/// (`simulate` cross-checks it against the kernel encoding.)
+pub fn explain(cfg: &MicrosegConfig, src: Mark, dst: Mark, proto: Option<u8>, port: Option<u16>) -> Decision {
+    let group_of = |m: Mark| cfg.groups.values().find(|g| g.mark == m).map(|g| g.id.as_str());
+    // Steps up the parent chain from `from` to `to`; validated configs have no cycles.
+    let distance = |from: Option<&str>, to: &str| -> Option<u32> {
+        let mut cur = from;
+        for d in 0..=cfg.groups.len() as u32 {
+            let id = cur?;
+            if id == to {
+                return Some(d);
+            }
+            cur = cfg.groups.get(id).and_then(|g| g.parent.as_deref());
+        }
+        None
+    };
+    let mut matches: Vec<((u32, u32, u8), &Rule)> = Vec::new();
+    for r in cfg.rules.values() {
+        let Some(dd) = distance(group_of(dst), &r.dst) else { continue };
+        let sd = match (&r.src, src) {
+            (None, UNSTAMPED) => 0,
+            (None, _) | (Some(_), UNSTAMPED) => continue,
+            (Some(s), m) => match distance(group_of(m), s) {
+                Some(d) => d,
+                None => continue,
+            },
+        };
+        let l4 = match r.l4.proto {
+            None => true,
+            Some(p) => {
+                proto == Some(p)
+                    && (r.l4.dports.is_empty() || port.is_some_and(|pt| r.l4.dports.iter().any(|&(a, b)| a <= pt && pt <= b)))
+            }
+        };
+        if l4 {
+            matches.push(((dd, sd, r.l4.specificity()), r));
+        }
+    }
+    matches.sort_by_key(|(k, r)| (*k, r.allow, r.id.clone()));
+    let Some(&(best, _)) = matches.first() else {
+        return Decision { verdict: Verdict::Deny, rule: None, reason: "no rule matches: default deny".into() };
+    };
+    let tied: Vec<&Rule> = matches.iter().filter(|(k, _)| *k == best).map(|(_, r)| *r).collect();
+    let l4 = ["a dport match", "a proto-only match", "no L4 match"][best.2 as usize];
+    let others = matches.len() - tied.len();
+    let also = if others > 0 { format!("; {others} less specific rule(s) also match") } else { String::new() };
+    if tied.iter().any(|r| r.allow != tied[0].allow) {
+        // Sorted with deny first: the tie is reported on a deny rule.
+        let ids: Vec<String> = tied.iter().map(|r| format!("'{}'", r.id)).collect();
+        return Decision {
+            verdict: Verdict::Deny,
+            rule: Some(tied[0].id.clone()),
+            reason: format!(
+                "rules {} tie at destination distance {}, source distance {}, {l4}: a tie denies{also}",
+                ids.join(", "),
+                best.0,
+                best.1
+            ),
+        };
+    }
+    let r = tied[0];
+    Decision {
+        verdict: if r.allow { Verdict::Allow } else { Verdict::Deny },
+        rule: Some(r.id.clone()),
+        reason: format!(
+            "rule '{}' is the most specific match: destination distance {}, source distance {}, {l4}{also}",
+            r.id, best.0, best.1
+        ),
+    }
+}
+
 /// The group forest as children lists.
 struct Forest<'a> {
     cfg: &'a MicrosegConfig,
@@ -609,6 +681,28 @@ mod tests {
     }
 
     #[test]
+    fn explain_says_how_the_rule_was_chosen() {
+        let mut b = app_web_db()
+            .rule("a", Some("app"), "db", true)
+            .rule_l4("b", Some("web"), "db", false, Some(TCP), &[(22, 22)]);
+        b = b.rule("c", Some("web"), "db", true).rule("d", Some("web"), "db", false);
+        crate::config::validate(&b.0).unwrap();
+        let cfg = b.0;
+        let e = explain(&cfg, 11, 40, Some(TCP), Some(22));
+        assert_eq!((e.verdict, e.rule.as_deref()), (Deny, Some("b")));
+        assert_eq!(
+            e.reason,
+            "rule 'b' is the most specific match: destination distance 0, source distance 0, a dport match; \
+             3 less specific rule(s) also match"
+        );
+        let t = explain(&cfg, 11, 40, Some(UDP), None);
+        assert_eq!((t.verdict, t.rule.as_deref()), (Deny, Some("d")));
+        assert!(t.reason.starts_with("rules 'd', 'c' tie at destination distance 0, source distance 0, no L4 match: a tie denies"), "{}", t.reason);
+        let n = explain(&cfg, 40, 11, None, None);
+        assert_eq!((n.verdict, n.rule, n.reason.as_str()), (Deny, None, "no rule matches: default deny"));
+    }
+
+    #[test]
     fn port_blocks_cover_exactly() {
         for (lo, hi) in [(1, 1), (1, 65535), (80, 80), (8000, 8080), (1023, 1025), (32768, 65535), (5, 6)] {
             let blocks = port_blocks(lo, hi);
@@ -669,8 +763,11 @@ mod tests {
                         .chain(ports.iter().map(|&p| (Some(UDP), Some(p))))
                     {
                         let want = direct(&cfg, src, dst, proto, port);
-                        let got = p.decide(src, dst, proto, port).verdict;
-                        assert_eq!(got, want, "round {round}: {src} -> {dst} {proto:?}/{port:?}\n{cfg:#?}");
+                        let got = p.decide(src, dst, proto, port);
+                        assert_eq!(got.verdict, want, "round {round}: {src} -> {dst} {proto:?}/{port:?}\n{cfg:#?}");
+                        // simulate's explanation names the rule the kernel entries name.
+                        let explained = explain(&cfg, src, dst, proto, port);
+                        assert_eq!((explained.verdict, explained.rule), (got.verdict, got.rule), "round {round}: explain");
                     }
                 }
             }
