@@ -281,7 +281,7 @@ impl Microseg {
             }
             match GuestNic::parse(name.as_bytes()) {
                 Some(nic) => Ok(cfg.group_of(nic.vmid, nic.iface).map(|g| g.mark)),
-                None => bail!("simulate: {what} '{name}' is neither a group nor a guest NIC"),
+                None => bail!("{what} '{name}' is neither a group nor a guest NIC"),
             }
         };
         let src_mark = match src.filter(|s| !s.is_empty()) {
@@ -290,17 +290,17 @@ impl Microseg {
         };
         let proto = match proto.filter(|p| !p.is_empty()) {
             None => None,
-            Some(p) => Some(config::policy::proto_number(p).ok_or_else(|| anyhow::anyhow!("simulate: unknown proto '{p}'"))?),
+            Some(p) => Some(config::policy::proto_number(p).ok_or_else(|| anyhow::anyhow!("unknown proto '{p}'"))?),
         };
         let port = match dport.filter(|d| !d.is_empty()) {
             None => None,
             Some(d) => {
                 if !proto.is_some_and(config::policy::has_ports) {
-                    bail!("simulate: dport needs proto tcp, udp or sctp");
+                    bail!("dport needs proto tcp, udp or sctp");
                 }
                 match d.trim().parse::<u16>() {
                     Ok(p) if p > 0 => Some(p),
-                    _ => bail!("simulate: '{d}' is not a port"),
+                    _ => bail!("'{d}' is not a port"),
                 }
             }
         };
@@ -316,7 +316,7 @@ impl Microseg {
         let kernel = resolve::resolve(&cfg, capacity)?.decide(src_mark, dst_mark, proto, port);
         let explained = resolve::explain(&cfg, src_mark, dst_mark, proto, port);
         if (kernel.verdict, &kernel.rule) != (explained.verdict, &explained.rule) {
-            bail!("simulate: internal error: the kernel entries decide {kernel:?}, the rules {explained:?}");
+            bail!("internal error: the kernel entries decide {kernel:?}, the rules {explained:?}");
         }
         Ok(Simulation {
             verdict: if explained.verdict == resolve::Verdict::Allow { "allow" } else { "deny" },

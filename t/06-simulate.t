@@ -57,7 +57,7 @@ for my $pair (sort keys %$m) {
 
 # Errors name what is wrong; nothing is touched.
 for my $case (
-    [ [ 'web', 'nope', undef, undef ], qr/^microseg: simulate: simulate: dst 'nope' is neither a group nor a guest NIC\n\z/ ],
+    [ [ 'web', 'nope', undef, undef ], qr/^microseg: simulate: dst 'nope' is neither a group nor a guest NIC\n\z/ ],
     [ [ 'web', 'db', 'tpc', undef ], qr/unknown proto 'tpc'/ ],
     [ [ 'web', 'db', 'icmp', 80 ], qr/dport needs proto tcp, udp or sctp/ ],
     [ [ 'web', 'db', 'tcp', 'x' ], qr/'x' is not a port/ ],
