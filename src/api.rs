@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::config::{self, Mark, MicrosegConfig};
+use crate::kernel::fsutil;
 use crate::kernel::links::Ranks;
 use crate::kernel::lock::{Lock, Mode};
 use crate::kernel::netdev::{self, GuestNic};
@@ -140,7 +141,7 @@ impl Microseg {
         let path = &self.settings.running_config;
         match config::load(path)? {
             Some(cfg) => {
-                self.warn_unclaimed(&cfg);
+                self.report_config_warnings(&cfg);
                 Ok(Some(cfg))
             }
             None if self.units.iter().any(|u| u.state.exists()) => bail!(
@@ -151,12 +152,39 @@ impl Microseg {
         }
     }
 
-    fn warn_unclaimed(&self, cfg: &MicrosegConfig) {
+    /// What the config carries that is ignored (unknown section types and
+    /// fields, keys of an unexpected shape) is reported once per config
+    /// change (SPEC section 2), not on every call: the digest of the config
+    /// last reported is kept in the run directory. A node that cannot keep
+    /// it only reports again.
+    fn report_config_warnings(&self, cfg: &MicrosegConfig) {
+        let mut warnings = cfg.warnings.clone();
         for (id, (ty, _)) in &cfg.other {
             if !self.units.iter().any(|u| u.subsystem.section_types().contains(&ty.as_str())) {
-                log::warn!("microseg section '{id}': unknown type '{ty}' ignored");
+                warnings.push(format!("microseg section '{id}': unknown type '{ty}' ignored"));
             }
         }
+        if warnings.is_empty() {
+            return;
+        }
+        let marker = self.warned_marker();
+        if fsutil::read_regular(&marker, false).ok().flatten().as_deref() == Some(cfg.digest.as_bytes()) {
+            for w in &warnings {
+                log::debug!("{w} (reported before)");
+            }
+            return;
+        }
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        if fsutil::private_dir(&self.settings.run_dir).is_ok() {
+            let _ = fsutil::write_private(&marker, cfg.digest.as_bytes());
+        }
+    }
+
+    /// Where the digest of the config whose warnings were reported is kept.
+    fn warned_marker(&self) -> PathBuf {
+        self.settings.run_dir.join("config-warned")
     }
 
     /// Full pass: SPEC section 7, `apply_full()`.
@@ -336,8 +364,12 @@ impl Microseg {
         Ok(())
     }
 
-    /// The roots may be shared with other subsystems: removed only if empty.
+    /// The roots may be shared with other subsystems: removed only if empty
+    /// (with no subsystem left, the warnings marker goes too).
     fn remove_empty_roots(&self) {
+        if !self.units.iter().any(|u| u.state.exists()) {
+            let _ = std::fs::remove_file(self.warned_marker());
+        }
         let _ = std::fs::remove_dir(&self.settings.bpf_root);
         let _ = std::fs::remove_dir(&self.settings.run_dir);
     }

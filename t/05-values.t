@@ -59,6 +59,21 @@ for my $name ('veth101i0', 'tap555i0', 'eth0') {
 	"microseg section 'x': unknown type 'future-thing' ignored\n",
 	"microseg: vtep guard: underlay interface nosuch0 does not exist on this node\n",
     ], 'warnings raised with warn(), each once, ending in a newline') or diag(explain(\@warnings));
+
+    # The same config again: what it carries that is ignored is not reported again.
+    @warnings = ();
+    PVE::RS::SDN::Microseg::apply_full();
+    PVE::RS::SDN::Microseg::apply_iface('veth101i0');
+    is_deeply([ sort @warnings ], [
+	"microseg: vtep guard: underlay interface nosuch0 does not exist on this node\n",
+    ], 'the unknown type is reported once per config change') or diag(explain(\@warnings));
+    # A changed config: reported again.
+    $cfg =~ s/"version": 5/"version": 6/ or die;
+    write_config($cfg);
+    @warnings = ();
+    PVE::RS::SDN::Microseg::apply_iface('veth101i0');
+    is_deeply(\@warnings, [ "microseg section 'x': unknown type 'future-thing' ignored\n" ], 'and again after a change')
+	or diag(explain(\@warnings));
 }
 
 done_testing();

@@ -40,6 +40,11 @@ pub struct MicrosegConfig {
     /// Sections of types this module does not parse, by id: `(type, body)`.
     /// A subsystem may read its own; the rest are warned about once.
     pub other: BTreeMap<String, (String, Value)>,
+    /// What the config carries that is ignored (unknown fields, keys of an
+    /// unexpected shape): reported once per config change, see `digest`.
+    pub warnings: Vec<String>,
+    /// SHA-256 of the running config's bytes, hex.
+    pub digest: String,
 }
 
 impl MicrosegConfig {
@@ -97,26 +102,31 @@ pub fn load(path: &Path) -> Result<Option<MicrosegConfig>> {
 pub fn parse(text: &[u8]) -> Result<MicrosegConfig> {
     let doc: RunningConfig = serde_json::from_slice(text).context("invalid JSON")?;
     let Some(section_map) = doc.microseg else {
-        return Ok(MicrosegConfig::default());
+        return Ok(MicrosegConfig { digest: digest(text), ..Default::default() });
     };
-    let mut cfg = MicrosegConfig::default();
+    let mut cfg = MicrosegConfig { digest: digest(text), ..Default::default() };
     for (id, value) in section_map.ids {
         parse_section(&mut cfg, id, value)?;
     }
     let zones = match doc.zones.map(serde_json::from_value::<SectionMap>) {
         Some(Ok(zones)) => Some(zones),
         Some(Err(e)) => {
-            log::warn!("running config: key 'zones' is not a section map ({e}), ignored");
+            cfg.warnings.push(format!("running config: key 'zones' is not a section map ({e}), ignored"));
             None
         }
         None => None,
     };
-    cfg.zone_peers = underlay::vxlan_zone_peers(zones.as_ref());
+    cfg.zone_peers = underlay::vxlan_zone_peers(zones.as_ref(), &mut cfg.warnings);
     if let Some(guard) = &mut cfg.guard {
         guard.peers.extend(cfg.zone_peers.iter().copied());
     }
     validate(&cfg)?;
     Ok(cfg)
+}
+
+fn digest(text: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_section(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
@@ -132,7 +142,7 @@ fn parse_section(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<(
             Ok(())
         }
         None => {
-            log::warn!("microseg section '{id}': no type, ignored");
+            cfg.warnings.push(format!("microseg section '{id}': no type, ignored"));
             Ok(())
         }
     }
@@ -142,9 +152,9 @@ pub(crate) fn section_from<T: serde::de::DeserializeOwned>(id: &str, ty: &str, v
     serde_json::from_value(value).with_context(|| format!("microseg {ty} '{id}'"))
 }
 
-pub(crate) fn warn_unknown(id: &str, ty: &str, other: &BTreeMap<String, Value>) {
+pub(crate) fn warn_unknown(cfg: &mut MicrosegConfig, id: &str, ty: &str, other: &BTreeMap<String, Value>) {
     for key in other.keys().filter(|k| *k != "type" && *k != "id") {
-        log::warn!("microseg {ty} '{id}': unknown field '{key}' ignored");
+        cfg.warnings.push(format!("microseg {ty} '{id}': unknown field '{key}' ignored"));
     }
 }
 

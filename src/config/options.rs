@@ -34,7 +34,7 @@ struct OptionsSection {
 
 pub(crate) fn parse_options(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
     let s: OptionsSection = section_from(&id, "options", value)?;
-    warn_unknown(&id, "options", &s.other);
+    warn_unknown(cfg, &id, "options", &s.other);
     if let Some(first) = &cfg.options {
         bail!("microseg options '{id}': only one options section is allowed, '{}' is one", first.id);
     }

@@ -161,7 +161,7 @@ struct AssignmentSection {
 
 pub(crate) fn parse_group(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
     let s: GroupSection = section_from(&id, "group", value)?;
-    warn_unknown(&id, "group", &s.other);
+    warn_unknown(cfg, &id, "group", &s.other);
     if !(1..=u64::from(Mark::MAX)).contains(&s.mark) {
         bail!("microseg group '{id}': mark {} is outside 1..=65535", s.mark);
     }
@@ -172,7 +172,7 @@ pub(crate) fn parse_group(cfg: &mut MicrosegConfig, id: String, value: Value) ->
 
 pub(crate) fn parse_rule(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
     let s: RuleSection = section_from(&id, "rule", value)?;
-    warn_unknown(&id, "rule", &s.other);
+    warn_unknown(cfg, &id, "rule", &s.other);
     let proto = s.proto.as_deref().map(|p| parse_proto(&id, p)).transpose()?;
     let dports = match (&s.dport, proto) {
         (None, _) => Vec::new(),
@@ -185,7 +185,7 @@ pub(crate) fn parse_rule(cfg: &mut MicrosegConfig, id: String, value: Value) -> 
 
 pub(crate) fn parse_assignment(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
     let s: AssignmentSection = section_from(&id, "assignment", value)?;
-    warn_unknown(&id, "assignment", &s.other);
+    warn_unknown(cfg, &id, "assignment", &s.other);
     let vmid =
         u32::try_from(s.vmid).with_context(|| format!("microseg assignment '{id}': vmid {} is too large", s.vmid))?;
     let iface =

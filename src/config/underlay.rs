@@ -36,7 +36,7 @@ struct GuardSection {
 
 pub(crate) fn parse_guard(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
     let s: GuardSection = section_from(&id, "vtep-guard", value)?;
-    warn_unknown(&id, "vtep-guard", &s.other);
+    warn_unknown(cfg, &id, "vtep-guard", &s.other);
     if let Some(first) = &cfg.guard {
         bail!("microseg vtep-guard '{id}': only one vtep-guard section is allowed, '{}' is one", first.id);
     }
@@ -66,7 +66,7 @@ pub(crate) fn parse_guard(cfg: &mut MicrosegConfig, id: String, value: Value) ->
 
 /// The peers of every VXLAN zone (`peers`: a comma or space separated list
 /// of IPv4 and IPv6 addresses).
-pub(crate) fn vxlan_zone_peers(zones: Option<&SectionMap>) -> BTreeSet<IpAddr> {
+pub(crate) fn vxlan_zone_peers(zones: Option<&SectionMap>, warnings: &mut Vec<String>) -> BTreeSet<IpAddr> {
     let mut peers = BTreeSet::new();
     for (id, zone) in zones.map(|z| &z.ids).into_iter().flatten() {
         if zone.get("type").and_then(Value::as_str) != Some("vxlan") {
@@ -78,7 +78,7 @@ pub(crate) fn vxlan_zone_peers(zones: Option<&SectionMap>) -> BTreeSet<IpAddr> {
                 Ok(a) => {
                     peers.insert(a);
                 }
-                Err(_) => log::warn!("zone '{id}': peer '{p}' is not an IP address, not admitted by the VTEP guard"),
+                Err(_) => warnings.push(format!("zone '{id}': peer '{p}' is not an IP address, not admitted by the VTEP guard")),
             }
         }
     }
