@@ -280,8 +280,7 @@ impl Microseg {
     /// (`"src:dst"`, 0 being unstamped). Reads the config; touches no kernel state.
     pub fn effective_policy(&self) -> Result<serde_json::Value> {
         let cfg = config::load(&self.settings.running_config)?.unwrap_or_default();
-        let capacity = self.policy().spec.capacity(microseg::maps::POLICY.name)?;
-        let pairs = resolve::resolve(&cfg, capacity)?.pairs();
+        let pairs = microseg::resolve_policy(&self.policy().spec, &cfg)?.pairs();
         let groups: BTreeMap<&str, Mark> = cfg.groups.values().map(|g| (g.id.as_str(), g.mark)).collect();
         let mut nics = BTreeMap::new();
         for a in cfg.assignments.values() {
@@ -340,8 +339,7 @@ impl Microseg {
                 audit: 0,
             });
         };
-        let capacity = self.policy().spec.capacity(microseg::maps::POLICY.name)?;
-        let kernel = resolve::resolve(&cfg, capacity)?.decide(src_mark, dst_mark, proto, port);
+        let kernel = microseg::resolve_policy(&self.policy().spec, &cfg)?.decide(src_mark, dst_mark, proto, port);
         let explained = resolve::explain(&cfg, src_mark, dst_mark, proto, port);
         if (kernel.verdict, &kernel.rule) != (explained.verdict, &explained.rule) {
             bail!("internal error: the kernel entries decide {kernel:?}, the rules {explained:?}");

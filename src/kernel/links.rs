@@ -275,7 +275,7 @@ impl KernelState {
     /// exclusive lock: no one else can be mid-rename then.
     pub fn sweep_tmp_pins(&self) -> usize {
         let mut swept = 0;
-        for dir in [self.pin_dir.join("maps"), self.pin_dir.join("progs"), self.links_dir()] {
+        for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();

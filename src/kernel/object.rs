@@ -106,9 +106,11 @@ impl ObjectSpec {
             .collect()
     }
 
-    /// The capacity the object gives map `name` (0 if it has no such map).
-    pub fn capacity(&self, name: &str) -> Result<usize> {
-        Ok(self.map_layouts()?.iter().find(|l| l.name == name).map_or(0, |l| l.max_entries as usize))
+    /// The capacities of maps `names`, in order (0 for a map the object does
+    /// not have), from one parse of the object.
+    pub fn capacities_of<const N: usize>(&self, names: [&str; N]) -> Result<[usize; N]> {
+        let layouts = self.map_layouts()?;
+        Ok(names.map(|name| layouts.iter().find(|l| l.name == name).map_or(0, |l| l.max_entries as usize)))
     }
 }
 

@@ -150,10 +150,10 @@ impl KernelState {
         state
     }
 
-    fn maps_dir(&self) -> PathBuf {
+    pub(crate) fn maps_dir(&self) -> PathBuf {
         self.pin_dir.join("maps")
     }
-    fn progs_dir(&self) -> PathBuf {
+    pub(crate) fn progs_dir(&self) -> PathBuf {
         self.pin_dir.join("progs")
     }
     pub fn links_dir(&self) -> PathBuf {

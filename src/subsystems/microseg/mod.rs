@@ -54,6 +54,18 @@ impl Policy {
     }
 }
 
+/// Whether the policy is configured at all: without groups, rules or
+/// assignments the subsystem is removed.
+fn configured(cfg: &MicrosegConfig) -> bool {
+    !(cfg.groups.is_empty() && cfg.rules.is_empty() && cfg.assignments.is_empty())
+}
+
+/// The policy `cfg` resolves to, within the capacity of `spec`'s policy map.
+pub fn resolve_policy(spec: &ObjectSpec, cfg: &MicrosegConfig) -> Result<resolve::Policy> {
+    let [capacity] = spec.capacities_of([POLICY.name])?;
+    resolve::resolve(cfg, capacity)
+}
+
 /// The names an assignment's NIC has: a VM's tap or a container's veth.
 pub fn nic_names(a: &Assignment) -> impl Iterator<Item = String> + '_ {
     NicKind::ALL.into_iter().map(move |kind| GuestNic { kind, vmid: a.vmid, iface: a.iface }.name())
@@ -123,10 +135,11 @@ impl super::Subsystem for Policy {
     /// unassigned ones carry the programs as pass-through (their traffic is
     /// untouched by the policy; the tunnel check applies to every guest).
     fn plan(&self, cfg: &MicrosegConfig) -> Result<Option<Plan>> {
-        if cfg.groups.is_empty() && cfg.rules.is_empty() && cfg.assignments.is_empty() {
+        if !configured(cfg) {
             return Ok(None);
         }
-        let policy = resolve::resolve(cfg, self.spec.capacity(POLICY.name)?)?;
+        let [policy_capacity, capacity] = self.spec.capacities_of([POLICY.name, TAP_TO_GROUP.name])?;
+        let policy = resolve::resolve(cfg, policy_capacity)?;
         let mut nics = BTreeMap::new();
         let mut targets = Vec::new();
         for (nic, ifindex) in netdev::guest_nics() {
@@ -136,7 +149,6 @@ impl super::Subsystem for Policy {
             }
             targets.push(Target { name: nic.name(), ifindex });
         }
-        let capacity = self.spec.capacity(TAP_TO_GROUP.name)?;
         if nics.len() > capacity {
             bail!("microseg: {} local assigned NICs, the kernel group map holds {capacity}", nics.len());
         }
@@ -163,7 +175,7 @@ impl super::Subsystem for Policy {
     /// which `apply_iface` never touches. An unassigned NIC gets the
     /// programs without a group entry.
     fn plan_nic(&self, cfg: &MicrosegConfig, nic: &GuestNic, ifindex: u32) -> Result<Option<Plan>> {
-        if cfg.groups.is_empty() && cfg.rules.is_empty() && cfg.assignments.is_empty() {
+        if !configured(cfg) {
             return Ok(None);
         }
         let entries: BTreeMap<NicKey, NicValue> =
