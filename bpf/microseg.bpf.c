@@ -25,6 +25,7 @@
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 
+#include "include/events.h"
 #include "include/mark.h"
 #include "include/parse.h"
 #include "include/policy.h"
@@ -36,6 +37,14 @@
 #endif
 #ifndef MICROSEG_RULES_MAX
 #define MICROSEG_RULES_MAX (1 << 20)
+#endif
+/* Rule slots (rules that decide some policy entry). */
+#ifndef MICROSEG_RULE_SLOTS
+#define MICROSEG_RULE_SLOTS (1 << 20)
+#endif
+/* The events ring buffer, in bytes (a power of two of pages). */
+#ifndef MICROSEG_EVENTS_BYTES
+#define MICROSEG_EVENTS_BYTES (256 * 1024)
 #endif
 /* The flow table's capacity; user space sets it from `ct-max` at load. */
 #ifndef MICROSEG_FLOWS_MAX
@@ -62,6 +71,58 @@ struct {
 	__type(key, struct nic_key);
 	__type(value, struct nic_value);
 } tap_to_group SEC(".maps");
+
+/*
+ * Counters per assigned NIC, per CPU so that no packet waits for another
+ * CPU. User space creates an entry (zeroed) with the NIC's group entry and
+ * deletes it with it; not preallocated, as a node has far fewer NICs than
+ * the group map could hold.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MICROSEG_TAP_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nic_key);
+	__type(value, struct nic_counters);
+} nic_stats SEC(".maps");
+
+/* Rule slot -> rule id, written by user space (the data plane only counts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MICROSEG_RULE_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct rule_name);
+} rule_names SEC(".maps");
+
+/* Rule slot -> packets the rule decided, per CPU; created by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MICROSEG_RULE_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u64);
+} rule_hits SEC(".maps");
+
+/* Drop and audit events, read by `pve-microseg monitor`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MICROSEG_EVENTS_BYTES);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_settings);
+} event_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_state);
+} event_state SEC(".maps");
 
 /* The flattened policy; an LPM trie is never preallocated. */
 struct {
@@ -213,14 +274,32 @@ static __always_inline int guest_tunnel_forbidden(struct __sk_buff *skb)
 	return 0;
 }
 
-/* The group of the NIC the skb is on, or 0 when the NIC is not assigned. */
-static __always_inline __u32 nic_group(const struct __sk_buff *skb)
+/* The group entry of the NIC the skb is on; NULL when the NIC is not assigned. */
+static __always_inline struct nic_value *nic_of(const struct __sk_buff *skb)
 {
 	struct nic_key key = { .ifindex = skb->ifindex };
-	struct nic_value *value = bpf_map_lookup_elem(&tap_to_group, &key);
 
-	/* The verifier insists on the NULL check before the dereference. */
-	return value ? mark_group(value->mark) : 0;
+	return bpf_map_lookup_elem(&tap_to_group, &key);
+}
+
+static __always_inline struct nic_counters *nic_counters_of(const struct __sk_buff *skb)
+{
+	struct nic_key key = { .ifindex = skb->ifindex };
+
+	return bpf_map_lookup_elem(&nic_stats, &key);
+}
+
+/* Counts a packet the rule in `slot1` (slot + 1; 0: none) decided. */
+static __always_inline void rule_hit(__u32 slot1)
+{
+	__u32 slot = slot1 - 1;
+	__u64 *hits;
+
+	if (!slot1)
+		return;
+	hits = bpf_map_lookup_elem(&rule_hits, &slot);
+	if (hits)
+		*hits += 1;
 }
 
 /* ICMP and ICMPv6 types (<linux/icmp.h> pulls in libc headers). */
@@ -561,18 +640,72 @@ static __always_inline void mark_inbound(__u32 ifindex, const struct pkt *p)
 	bpf_map_update_elem(&flows, &key, &fresh, BPF_ANY);
 }
 
+/*
+ * Emits a drop or audit event, rate limited per CPU by a GCRA: an event is
+ * due one cost_ns after the previous one, and may come at most burst_ns
+ * early. So a flood makes at most (burst_ns + t) / cost_ns + 1 events per
+ * CPU in any t, the rest is counted as suppressed; counters stay exact.
+ */
+static __always_inline void emit(__u32 ifindex, __u8 kind, __u8 reason, __u32 rule, __u32 src, __u32 dst,
+				 const struct pkt *p)
+{
+	__u32 zero = 0;
+	struct event_settings *cfg = bpf_map_lookup_elem(&event_config, &zero);
+	struct event_state *st = bpf_map_lookup_elem(&event_state, &zero);
+	struct event ev;
+	__u64 now;
+
+	if (!cfg || !st || !cfg->cost_ns)
+		return;
+	now = bpf_ktime_get_ns();
+	if (st->tat < now)
+		st->tat = now;
+	if (st->tat - now > cfg->burst_ns) {
+		st->suppressed += 1;
+		return;
+	}
+	st->tat += cfg->cost_ns;
+
+	__builtin_memset(&ev, 0, sizeof(ev));
+	ev.time_ns = now;
+	ev.ifindex = ifindex;
+	ev.rule = rule;
+	ev.src = src;
+	ev.dst = dst;
+	ev.kind = kind;
+	ev.reason = reason;
+	ev.l3 = p->l3;
+	ev.proto = p->proto;
+	ev.sport = p->sport;
+	ev.dport = p->dport;
+	ev.icmp_type = p->l3 == L3_ARP ? p->arp_op : p->icmp_type;
+	__builtin_memcpy(ev.saddr, p->saddr, 16);
+	__builtin_memcpy(ev.daddr, p->daddr, 16);
+	if (bpf_ringbuf_output(&events, &ev, sizeof(ev), 0))
+		st->lost += 1;
+	else
+		st->emitted += 1;
+}
+
 SEC("classifier/microseg_stamp")
 int microseg_stamp(struct __sk_buff *skb)
 {
+	struct nic_value *nic = nic_of(skb);
 	struct pkt p;
-	__u32 group, mark;
+	__u32 mark;
 
-	if (guest_tunnel_forbidden(skb))
+	if (guest_tunnel_forbidden(skb)) {
+		struct nic_counters *c = nic ? nic_counters_of(skb) : 0;
+
+		if (c)
+			c->blocked += 1;
+		parse(skb, &p);
+		emit(skb->ifindex, EVENT_DROP, REASON_TUNNEL, 0, nic ? mark_group(nic->mark) : 0, 0, &p);
 		return MS_TCX_DROP;
-	group = nic_group(skb);
-	if (!group)
+	}
+	if (!nic)
 		return MS_TCX_NEXT;
-	mark = mark_with_group(skb->mark, group);
+	mark = mark_with_group(skb->mark, nic->mark);
 	/*
 	 * Verifier trick: writes to skb->mark must be 32 bits wide, but clang
 	 * sees that only the low half changes and emits a 16-bit store. Making
@@ -704,24 +837,33 @@ static __always_inline int quotes_a_flow(struct __sk_buff *skb, __u32 ifindex, c
 /*
  * Address resolution follows the policy (SPEC section 4): a request reaches
  * the guest when the requester's group may open something toward it or the
- * guest talks to the requester; an answer when the guest asked.
+ * guest talks to the requester; an answer when the guest asked. Sets
+ * `*handled` for ARP and ND, and `*asked` when what passes answers the guest.
  */
-static __always_inline int resolution_verdict(__u32 ifindex, __u32 src, __u32 dst, const struct pkt *p, int *handled)
+static __always_inline int resolution_verdict(__u32 ifindex, __u32 src, __u32 dst, const struct pkt *p, int *handled,
+					      int *asked)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 
 	*handled = 1;
+	*asked = 0;
 	if (p->l3 == L3_ARP) {
-		if (p->arp_op == ARPOP_REQUEST_)
-			return pair_allows_any(src, dst) || peer_known(ifindex, p->saddr, now);
+		if (p->arp_op == ARPOP_REQUEST_) {
+			if (pair_allows_any(src, dst))
+				return 1;
+			return *asked = peer_known(ifindex, p->saddr, now);
+		}
 		if (p->arp_op == ARPOP_REPLY_)
-			return peer_known(ifindex, p->saddr, now);
+			return *asked = peer_known(ifindex, p->saddr, now);
 	}
 	if (p->l3 == L3_IPV6 && p->proto == IPPROTO_ICMPV6) {
-		if (p->icmp_type == ND_NEIGHBOR_SOLICIT)
-			return pair_allows_any(src, dst) || peer_known(ifindex, p->saddr, now);
+		if (p->icmp_type == ND_NEIGHBOR_SOLICIT) {
+			if (pair_allows_any(src, dst))
+				return 1;
+			return *asked = peer_known(ifindex, p->saddr, now);
+		}
 		if (p->icmp_type == ND_NEIGHBOR_ADVERT)
-			return peer_known(ifindex, p->nd_target, now);
+			return *asked = peer_known(ifindex, p->nd_target, now);
 	}
 	*handled = 0;
 	return 0;
@@ -764,38 +906,88 @@ static __always_inline int host_service(struct __sk_buff *skb, __u32 ifindex, co
 	return 0;
 }
 
+/* What enforcement decided for a packet toward the guest. */
+struct judged {
+	__u32 rule;   /* slot + 1 of the deciding rule, 0: none */
+	__u8 reason;  /* why it would drop (REASON_*), 0: delivered */
+	__u8 replied; /* delivered as an answer to the guest, not by a rule */
+};
+
+/* The verdict of SPEC section 4 for `p` from group `src` toward the guest behind the NIC of group `dst`. */
+static __always_inline void judge(struct __sk_buff *skb, __u32 src, __u32 dst, struct pkt *p, struct judged *j)
+{
+	struct policy_value *v;
+	int handled, asked;
+
+	if (resolution_verdict(skb->ifindex, src, dst, p, &handled, &asked)) {
+		j->replied = asked;
+		return;
+	}
+	if (handled) {
+		j->reason = REASON_RESOLUTION;
+		return;
+	}
+	/* Every packet is judged by the policy, established or not. */
+	v = decide(src, dst, p);
+	if (v && v->verdict == VERDICT_ALLOW) {
+		j->rule = v->rule;
+		return;
+	}
+	if ((p->l3 == L3_IPV4 || p->l3 == L3_IPV6) &&
+	    (is_reply(skb->ifindex, p) || quotes_a_flow(skb, skb->ifindex, p) || host_service(skb, skb->ifindex, p))) {
+		j->replied = 1;
+		return;
+	}
+	/* Default deny: no entry drops just as an explicit deny does. */
+	j->rule = v ? v->rule : 0;
+	j->reason = j->rule ? REASON_RULE : REASON_NO_RULE;
+}
+
 SEC("classifier/microseg_enforce")
 int microseg_enforce(struct __sk_buff *skb)
 {
-	struct policy_value *v;
+	struct nic_value *nic = nic_of(skb);
+	struct nic_counters *c;
+	struct judged j = {};
 	struct pkt p;
 	__u32 src, dst;
-	int handled, ok;
+	int audit;
 
-	dst = nic_group(skb);
 	/* Not (or no longer) assigned: not ours to enforce. */
-	if (!dst)
+	if (!nic)
 		return MS_TCX_NEXT;
+	dst = mark_group(nic->mark);
+	audit = nic->flags & NIC_F_AUDIT;
 	src = mark_group(skb->mark);
 	parse(skb, &p);
+	judge(skb, src, dst, &p, &j);
 
-	ok = resolution_verdict(skb->ifindex, src, dst, &p, &handled);
-	if (handled)
-		return ok ? MS_TCX_NEXT : MS_TCX_DROP;
-
-	/* Every packet is judged by the policy, established or not. */
-	v = decide(src, dst, &p);
-	if (v && v->verdict == VERDICT_ALLOW) {
-		if (p.l3 == L3_IPV4 || p.l3 == L3_IPV6)
+	c = nic_counters_of(skb);
+	rule_hit(j.rule);
+	if (!j.reason) {
+		if (j.rule && (p.l3 == L3_IPV4 || p.l3 == L3_IPV6))
 			mark_inbound(skb->ifindex, &p);
+		if (c) {
+			if (j.replied)
+				c->replied += 1;
+			else
+				c->allowed += 1;
+		}
 		return MS_TCX_NEXT;
 	}
-	if (p.l3 == L3_IPV4 || p.l3 == L3_IPV6) {
-		if (is_reply(skb->ifindex, &p) || quotes_a_flow(skb, skb->ifindex, &p) ||
-		    host_service(skb, skb->ifindex, &p))
-			return MS_TCX_NEXT;
+	if (audit) {
+		/* Delivered as if allowed: the flow stays inbound, so that every
+		 * packet of it is judged (and reported) again. */
+		if (p.l3 == L3_IPV4 || p.l3 == L3_IPV6)
+			mark_inbound(skb->ifindex, &p);
+		if (c)
+			c->audited += 1;
+		emit(skb->ifindex, EVENT_AUDIT, j.reason, j.rule, src, dst, &p);
+		return MS_TCX_NEXT;
 	}
-	/* Default deny: no entry drops just as an explicit deny does. */
+	if (c)
+		c->dropped += 1;
+	emit(skb->ifindex, EVENT_DROP, j.reason, j.rule, src, dst, &p);
 	return MS_TCX_DROP;
 }
 

@@ -10,6 +10,7 @@ packages=(
     iproute2 kmod nftables iperf3 bpftool util-linux # test, demo and benchmark topologies
     dnsmasq-base isc-dhcp-client                  # host services: a real DHCP server and client
     dpkg-dev debhelper lintian systemd fakeroot   # the Debian package and its checks
+    groff-base man-db bash-completion             # the man page renders, the completion loads
 )
 
 missing=()

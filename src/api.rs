@@ -13,7 +13,7 @@ use crate::kernel::lock::{Lock, Mode};
 use crate::kernel::netdev::{self, GuestNic};
 use crate::kernel::reconcile::Plan;
 use crate::kernel::state::KernelState;
-use crate::report::{Report, Simulation};
+use crate::report::{Report, Simulation, Status, SubsystemStatus};
 use crate::subsystems::microseg::resolve::UNSTAMPED;
 use crate::subsystems::microseg::{self, nic_names, resolve};
 use crate::subsystems::{registry, Subsystem};
@@ -331,6 +331,7 @@ impl Microseg {
                 }
             }
         };
+        let audit = |mark: Mark| u8::from(cfg.groups.values().any(|g| g.mark == mark && cfg.audit(&g.id)));
         let Some(dst_mark) = mark_of("dst", dst)? else {
             return Ok(Simulation {
                 verdict: "allow",
@@ -348,8 +349,64 @@ impl Microseg {
             verdict: if explained.verdict == resolve::Verdict::Allow { "allow" } else { "deny" },
             rule: explained.rule,
             reason: explained.reason,
-            audit: 0,
+            audit: audit(dst_mark),
         })
+    }
+
+    /// What is enforced on this node (SPEC section 7, `status()`), read from
+    /// the kernel without taking a lock or changing anything. The running
+    /// config only names groups and rules and says what should be: an
+    /// unreadable or invalid one is a warning, not an error.
+    pub fn status(&self) -> Result<Status> {
+        let mut out = Status::default();
+        let cfg = match config::load(&self.settings.running_config) {
+            Ok(Some(cfg)) => Some(cfg),
+            Ok(None) => {
+                if self.units.iter().any(|u| u.state.exists()) {
+                    out.warnings.push(format!(
+                        "running config {} does not exist (is /etc/pve mounted?)",
+                        self.settings.running_config.display()
+                    ));
+                }
+                None
+            }
+            Err(e) => {
+                out.warnings.push(format!("{e:#}"));
+                None
+            }
+        };
+        for u in &self.units {
+            let run = u.state.run_info();
+            let fingerprint = u.state.spec.fingerprint();
+            out.subsystems.insert(
+                u.state.name().to_string(),
+                SubsystemStatus {
+                    loaded: u8::from(run.is_some() && !u.state.pinned_program_ids().is_empty()),
+                    current: u8::from(run.as_ref().is_some_and(|r| r.2 == fingerprint)),
+                    version: run.as_ref().map(|r| r.0.clone()),
+                    schema_version: run.as_ref().map(|r| r.1),
+                    fingerprint: run.map(|r| r.2),
+                    library_version: u.state.library_version.clone(),
+                    links: u.state.link_pins().map_or(0, |l| l.len()),
+                    counters: BTreeMap::new(),
+                },
+            );
+            if let Err(e) = u.subsystem.status(&u.state, cfg.as_ref(), &mut out) {
+                out.warnings.push(format!("{}: status: {e:#}", u.state.name()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Streams drop and audit events to `sink` (SPEC section 8, `monitor`).
+    /// Group names come from the running config if it can be read.
+    pub fn monitor(
+        &self,
+        until: microseg::events::Until,
+        sink: &mut dyn FnMut(&microseg::events::EventRecord) -> bool,
+    ) -> Result<usize> {
+        let cfg = config::load(&self.settings.running_config).ok().flatten();
+        microseg::events::monitor(self.policy(), cfg.as_ref(), until, sink)
     }
 
     /// Detaches every link and removes every pin and all run state of every
@@ -412,6 +469,11 @@ pub fn effective_policy() -> Result<serde_json::Value> {
 /// `simulate(...)` with the process environment's settings.
 pub fn simulate(src: Option<&str>, dst: &str, proto: Option<&str>, dport: Option<&str>) -> Result<Simulation> {
     Microseg::from_env().simulate(src, dst, proto, dport).context("microseg: simulate")
+}
+
+/// `status()` with the process environment's settings.
+pub fn status() -> Result<Status> {
+    Microseg::from_env().status().context("microseg: status")
 }
 
 /// `clear()` with the process environment's settings.

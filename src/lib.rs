@@ -22,5 +22,5 @@ pub mod subsystems;
 #[cfg(feature = "test-hooks")]
 pub mod testobjects;
 
-pub use api::{apply_full, apply_iface, clear, effective_policy, simulate, IfaceOutcome, Microseg, Settings};
-pub use report::{Report, Simulation};
+pub use api::{apply_full, apply_iface, clear, effective_policy, simulate, status, IfaceOutcome, Microseg, Settings};
+pub use report::{Report, Simulation, Status};

@@ -1,6 +1,8 @@
 //! What a call returns: one definition, from which the binding builds the
 //! Perl hash (by serialising it) and the CLI its output.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 /// What a pass changed in the kernel; counted where the change is made.
@@ -56,7 +58,93 @@ pub struct Simulation {
     pub rule: Option<String>,
     /// How the rule was chosen (or that none matched).
     pub reason: String,
-    /// Whether the destination's group is in audit mode (audit mode is not
-    /// implemented yet: always 0).
+    /// Whether the destination's group is in audit mode: a deny would only
+    /// be reported, the packet delivered.
     pub audit: u8,
+}
+
+/// What `status()` returns (SPEC section 7): what is enforced on this node,
+/// read from the kernel. Flags are 0/1, counters in packets.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Status {
+    /// Every guest NIC on the node.
+    pub nics: Vec<NicStatus>,
+    /// Hits per rule: the rules the kernel holds, and the configured ones.
+    pub rules: BTreeMap<String, RuleStatus>,
+    pub flows: FlowStatus,
+    pub subsystems: BTreeMap<String, SubsystemStatus>,
+    pub underlay: UnderlayStatus,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct NicStatus {
+    pub name: String,
+    pub ifindex: u32,
+    /// The group the kernel enforces on the NIC (`None`: unassigned).
+    pub group: Option<String>,
+    /// Its mark (0: unassigned).
+    pub mark: u16,
+    pub audit: u8,
+    /// Assigned in the kernel, and both programs attached to this netdev.
+    pub enforced: u8,
+    /// Both programs attached to this netdev (also as pass-through).
+    pub attached: u8,
+    pub counters: NicCounts,
+}
+
+/// Packets toward the guest delivered by a rule, as answers to its own
+/// flows, dropped, passed in audit mode; packets from it refused.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NicCounts {
+    pub allowed: u64,
+    pub replied: u64,
+    pub dropped: u64,
+    pub audited: u64,
+    pub blocked: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RuleStatus {
+    /// Packets the rule decided.
+    pub hits: u64,
+    /// Whether the kernel holds the rule (it decides some policy entry).
+    pub loaded: u8,
+    /// Whether the running config has it.
+    pub configured: u8,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FlowStatus {
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SubsystemStatus {
+    /// Programs pinned and run state recorded.
+    pub loaded: u8,
+    /// The library version that loaded the programs.
+    pub version: Option<String>,
+    pub schema_version: Option<u32>,
+    pub fingerprint: Option<String>,
+    /// This library's own version and whether the loaded object is its own.
+    pub library_version: String,
+    pub current: u8,
+    /// Link pins (one per netdev and program).
+    pub links: usize,
+    /// Subsystem counters (microseg: events emitted, suppressed, lost).
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct UnderlayStatus {
+    /// Interfaces that carry the VTEP guard.
+    pub guarded: Vec<String>,
+    /// Configured underlay interfaces, by subsystem.
+    pub interfaces: BTreeMap<String, Vec<String>>,
+    /// The peers the guard admits.
+    pub peers: Vec<String>,
+    /// Carrier counters (packets).
+    pub counters: BTreeMap<String, u64>,
 }

@@ -12,3 +12,6 @@ pub static MICROSEG_LAYOUT: &[u8] =
 /// Another layout and code the verifier rejects: the old state must survive.
 pub static MICROSEG_BROKEN: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/test-microseg_broken.bpf.o"));
+
+/// Ring buffer records as map values, for the layout test (never loaded).
+pub static RECORD_TYPES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/test-record_types.bpf.o"));

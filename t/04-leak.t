@@ -1,6 +1,6 @@
 #!/usr/bin/perl
-# In one perl process, 10,000 apply_iface, 200 apply_full and 10,000 simulate calls leave no
-# descriptor, thread or memory behind.
+# In one perl process, 10,000 apply_iface, 200 apply_full, 10,000 simulate and 10,000 status
+# calls leave no descriptor, thread or memory behind.
 use strict;
 use warnings;
 use FindBin;
@@ -39,6 +39,7 @@ sub error_path {
 for (1 .. 200) { PVE::RS::SDN::Microseg::apply_iface($_ % 2 ? 'veth101i0' : 'tap102i0') }
 for (1 .. 20) { PVE::RS::SDN::Microseg::apply_full() }
 for (1 .. 200) { PVE::RS::SDN::Microseg::simulate('veth101i0', 'tap102i0', 'udp', 53) }
+for (1 .. 200) { PVE::RS::SDN::Microseg::status() }
 error_path(50);
 
 my $before = figures();
@@ -55,12 +56,19 @@ for (1 .. 10_000) {
     die "simulate: no verdict" if !$s->{verdict};
 }
 my $t3 = time();
+for (1 .. 10_000) {
+    my $s = PVE::RS::SDN::Microseg::status();
+    die "status: no NICs" if @{$s->{nics}} != 2;
+}
+my $t4 = time();
 # Errors must not leak either.
 error_path(1000);
 my $after = figures();
 
-diag(sprintf("10,000 apply_iface: %.3f s (%.1f us/call); 200 apply_full: %.3f s (%.2f ms/call); 10,000 simulate: %.3f s",
-    $t1 - $t0, ($t1 - $t0) * 1e6 / 10_000, $t2 - $t1, ($t2 - $t1) * 1e3 / 200, $t3 - $t2));
+diag(sprintf("10,000 apply_iface: %.3f s (%.1f us/call); 200 apply_full: %.3f s (%.2f ms/call); "
+    . "10,000 simulate: %.3f s; 10,000 status: %.3f s (%.1f us/call)",
+    $t1 - $t0, ($t1 - $t0) * 1e6 / 10_000, $t2 - $t1, ($t2 - $t1) * 1e3 / 200, $t3 - $t2, $t4 - $t3,
+    ($t4 - $t3) * 1e6 / 10_000));
 diag(sprintf("before: %d fds, %d threads, %d KiB RSS; after: %d fds, %d threads, %d KiB RSS",
     @$before{qw(fds threads rss_kb)}, @$after{qw(fds threads rss_kb)}));
 is($after->{fds}, $before->{fds}, 'no file descriptor leaked');

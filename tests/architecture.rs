@@ -11,7 +11,7 @@ use std::time::Duration;
 use microseg::kernel::maps::{MapDef, TypeLayout};
 use microseg::kernel::object::Hook;
 use microseg::kernel::sys;
-use microseg::subsystems::microseg::maps::{NicKey, NicValue, PeerKey, PeerSeen};
+use microseg::subsystems::microseg::maps::{Event, NicKey, NicValue, PeerKey, PeerSeen};
 use microseg::subsystems::orderprobe::{self, PROBE_COUNTS};
 
 use common::btf::Btf;
@@ -41,17 +41,22 @@ fn every_shared_struct_matches_the_objects_btf() {
         let spec = unit.subsystem.spec();
         let btf = Btf::from_object(spec.object);
         let maps = btf.map_types();
-        for desc in spec.maps {
+        for desc in spec.maps.iter().filter(|d| d.typed()) {
             let (k, v) = *maps.get(desc.name()).unwrap_or_else(|| panic!("{}: no map {} in BTF", spec.name, desc.name()));
             structs += check_layout(&btf, desc.name(), "key", k, &desc.key());
             structs += check_layout(&btf, desc.name(), "value", v, &desc.value());
         }
     }
-    // microseg: nic_key, nic_value, policy_key, policy_value, flow_key,
-    // flow_value, peer_key, peer_seen, addr_key, addr_value, tunnel_settings;
+    // The ring buffer's record, from the object that names it as a value.
+    let btf = Btf::from_object(microseg::testobjects::RECORD_TYPES);
+    let (_, v) = btf.map_types()["event_record"];
+    structs += check_layout(&btf, "event_record", "value", v, &TypeLayout::of::<Event>());
+    // microseg: nic_key (x2), nic_value, policy_key, policy_value, flow_key,
+    // flow_value, peer_key, peer_seen, addr_key, addr_value, tunnel_settings,
+    // nic_counters, rule_name, event_settings, event_state, event;
     // vtepguard: peer4_key, peer_value (x2), peer6_key, guard_settings;
     // orderprobe: probe_counts.
-    assert_eq!(structs, 17, "every shared struct was compared");
+    assert_eq!(structs, 23, "every shared struct was compared");
 }
 
 #[test]

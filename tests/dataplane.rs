@@ -33,7 +33,7 @@ impl Plane {
     }
 
     fn assign(&self, ifindex: u32, mark: u32) {
-        self.loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex }, &NicValue { mark }).unwrap();
+        self.loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex }, &NicValue { mark: mark as u16, flags: 0 }).unwrap();
     }
 
     fn rule(&self, src: u16, dst: u16, allow: bool) {
@@ -306,7 +306,7 @@ fn batched_map_sync_agrees_with_element_access() {
     let map = p.loaded.map(&TAP_TO_GROUP).unwrap();
     let n = 20_000usize;
     let entries: Vec<(NicKey, NicValue)> =
-        (0..n).map(|i| (NicKey { ifindex: 1000 + i as u32 }, NicValue { mark: (i % 65535) as u32 + 1 })).collect();
+        (0..n).map(|i| (NicKey { ifindex: 1000 + i as u32 }, NicValue { mark: (i % 65535) as u16 + 1, flags: 0 })).collect();
     map.set_all(&entries).unwrap();
     let dumped = map.entries().unwrap();
     let walked: std::collections::BTreeMap<NicKey, NicValue> =

@@ -136,7 +136,8 @@ fn node_matrix_follows_policy_through_apply_iface_and_clear() {
     let before = snapshot(&ms);
     let out = ms.apply_iface(b"veth108i0").unwrap();
     let IfaceOutcome::Enforced { mark: 30, report } = out else { panic!("unexpected outcome {out:?}") };
-    assert_eq!((report.map_writes, report.links_created), (1, 2));
+    // Two writes: the NIC's counters (created zeroed) and its group entry.
+    assert_eq!((report.map_writes, report.links_created), (2, 2));
     sh("ip link set veth108i0 up");
     let after = snapshot(&ms);
     assert_eq!(after.rules, before.rules, "apply_iface touched the rule map");
@@ -146,7 +147,7 @@ fn node_matrix_follows_policy_through_apply_iface_and_clear() {
     assert_eq!(after.links.len(), before.links.len() + 2);
     let new_ifindex = microseg::kernel::netdev::ifindex("veth108i0").unwrap();
     let mut taps = before.taps.clone();
-    taps.insert(NicKey { ifindex: new_ifindex }, NicValue { mark: 30 });
+    taps.insert(NicKey { ifindex: new_ifindex }, NicValue { mark: 30, flags: 0 });
     assert_eq!(after.taps, taps, "apply_iface wrote other group mappings");
     assert_matrix(&mut lab, &cfg_c, "after apply_iface");
 

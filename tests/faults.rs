@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use microseg::kernel::object::Hook;
-use microseg::subsystems::microseg::maps::{NicKey, NicValue};
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, PolicyKey, RULE_NAMES};
 use microseg::testobjects::{
     MICROSEG_BROKEN as MICROSEG_TEST_BROKEN_OBJECT, MICROSEG_CODE as MICROSEG_TEST_CODE_OBJECT,
     MICROSEG_LAYOUT as MICROSEG_TEST_LAYOUT_OBJECT,
@@ -75,14 +75,26 @@ fn assert_converged(ms: &Microseg, json: &str, what: &str) {
     for a in cfg.assignments.values() {
         let name = format!("veth{}i{}", a.vmid, a.iface);
         if let Some(ifindex) = netdev::ifindex(&name) {
-            want_taps.insert(NicKey { ifindex }, NicValue { mark: u32::from(cfg.groups[&a.group].mark) });
+            want_taps.insert(NicKey { ifindex }, NicValue { mark: cfg.groups[&a.group].mark, flags: 0 });
         }
     }
     let want_links: Vec<(String, u32)> = netdev::guest_nics().into_iter().map(|(nic, ifindex)| (nic.name(), ifindex)).collect();
-    let want_rules = policy.entries;
+    // The kernel keeps rule slots; both sides name the deciding rule.
+    let want_rules: BTreeMap<PolicyKey, (u8, u8, Option<String>)> = policy
+        .entries
+        .iter()
+        .map(|(k, v)| (*k, (v.verdict, v.flags, (v.rule > 0).then(|| policy.rules[(v.rule - 1) as usize].clone()))))
+        .collect();
 
     let snap = snapshot(ms);
-    assert_eq!(snap.rules, want_rules, "{what}: rule map");
+    let names = sys::obj_get(&ms.policy().map_pin(RULE_NAMES.name)).unwrap();
+    let names = RULE_NAMES.open_fd(names.as_fd()).unwrap().entries().unwrap();
+    let have_rules: BTreeMap<PolicyKey, (u8, u8, Option<String>)> = snap
+        .rules
+        .iter()
+        .map(|(k, v)| (*k, (v.verdict, v.flags, (v.rule > 0).then(|| names[&(v.rule - 1)].as_string()))))
+        .collect();
+    assert_eq!(have_rules, want_rules, "{what}: rule map");
     assert_eq!(snap.taps, want_taps, "{what}: group map");
     assert!(!snap.files.iter().any(|f| f.contains("_tmp_")), "{what}: leftover temporary pins: {:?}", snap.files);
     let mut pins: Vec<String> = snap.links.keys().cloned().collect();

@@ -10,7 +10,7 @@ use std::net::SocketAddrV4;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use microseg::kernel::lock::{Mode, LOCK_TIMEOUT};
@@ -20,18 +20,6 @@ use microseg::subsystems::microseg::maps::{NicKey, TAP_TO_GROUP};
 use microseg::testobjects::{MICROSEG_CODE, MICROSEG_LAYOUT};
 
 use common::*;
-
-/// The CLI with the sandbox's settings, in this thread's network namespace.
-fn cli(sandbox: &Sandbox, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pve-microseg"));
-    cmd.args(args)
-        .env("PVE_MICROSEG_RUNNING_CONFIG", &sandbox.settings.running_config)
-        .env("PVE_MICROSEG_BPF_ROOT", &sandbox.settings.bpf_root)
-        .env("PVE_MICROSEG_RUN_DIR", &sandbox.settings.run_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
 
 fn add_nics(vmids: impl IntoIterator<Item = u32>) {
     let batch: String =
@@ -67,7 +55,7 @@ fn everything_created_is_private_whatever_the_umask() {
     let cfg = sdn_config(GROUPS, RULES, &[(101, "a"), (102, "b")]).replace(r#""microseg": {"ids": { "#, &format!(r#""microseg": {{"ids": {{ {guard},"#));
     sandbox.write_config(&cfg);
     // SAFETY: umask in the child between fork and exec only.
-    let out = unsafe { cli(&sandbox, &["apply-full"]).pre_exec(|| { libc::umask(0); Ok(()) }) }.output().unwrap();
+    let out = unsafe { cli!(&sandbox, &["apply-full"]).pre_exec(|| { libc::umask(0); Ok(()) }) }.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let all = modes(&sandbox);
     assert!(all.len() > 15, "{all:?}");
@@ -189,7 +177,7 @@ fn a_lock_held_elsewhere_fails_every_call_within_the_bound() {
         for call in calls {
             let args: Vec<&str> = if call == "apply-iface" { vec![call, "veth101i0"] } else { vec![call] };
             let t = Instant::now();
-            let out = cli(&sandbox, &args).output().unwrap();
+            let out = cli!(&sandbox, &args).output().unwrap();
             let took = t.elapsed();
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
@@ -328,13 +316,13 @@ fn overlapping_full_passes_end_with_the_config_on_disk_last() {
         sandbox.write_config(&first);
         // A pass starts while another holds the lock, then the config changes.
         let held = ms.policy().lock(Mode::Exclusive).unwrap();
-        let child = cli(&sandbox, &["apply-full"]).spawn().unwrap();
+        let child = cli!(&sandbox, &["apply-full"]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(300));
         sandbox.write_config(&last);
         drop(held);
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let taps: BTreeMap<u32, u32> = snapshot(&ms).taps.iter().map(|(k, v)| (k.ifindex, v.mark)).collect();
+        let taps: BTreeMap<u32, u32> = snapshot(&ms).taps.iter().map(|(k, v)| (k.ifindex, u32::from(v.mark))).collect();
         assert_eq!(taps, BTreeMap::from([(netdev::ifindex("veth101i0").unwrap(), 2)]), "the older config stayed");
         sandbox.write_config(&first);
         ms.apply_full().unwrap();

@@ -174,7 +174,8 @@ fn restarted_guest_with_recycled_ifindex_is_reclaimed() {
     let (flows, peers) = of_old(&ms);
     assert!(flows > 0, "the measurement opened flows from the old NIC");
     let r = ms.apply_full().unwrap();
-    assert_eq!(r.map_deletes, 1 + flows + peers);
+    // The group entry and the counters of the old ifindex, its flows and peers.
+    assert_eq!(r.map_deletes, 2 + flows + peers);
     assert!(!snapshot(&ms).taps.contains_key(&NicKey { ifindex: old }));
     assert_eq!(of_old(&ms), (0, 0));
 }

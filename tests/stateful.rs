@@ -8,7 +8,12 @@ use std::os::fd::AsFd;
 
 use microseg::kernel::state::{KernelState, Loaded};
 use microseg::kernel::sys::{self, SkBuffCtx};
-use microseg::subsystems::microseg::maps::{FlowKey, NicKey, NicValue, FLOWS, POLICY, TAP_TO_GROUP};
+use microseg::kernel::ringbuf::RingReader;
+use microseg::subsystems::microseg::maps::{
+    AddrKey, AddrValue, Event, EventSettings, EventState, FlowKey, NicCounters, NicKey, NicValue, TunnelSettings,
+    EVENTS, EVENT_AUDIT, EVENT_CONFIG, EVENT_DROP, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS, POLICY, REASON_RULE,
+    REASON_TUNNEL, RULE_HITS, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
+};
 use microseg::subsystems::microseg::resolve;
 
 use common::packet::*;
@@ -52,7 +57,7 @@ impl Plane {
         for (k, v) in &policy.entries {
             map.set(k, v).unwrap();
         }
-        loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: NIC }, &NicValue { mark: 2 }).unwrap();
+        loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: NIC }, &NicValue { mark: 2, flags: 0 }).unwrap();
         Plane { _sandbox: sandbox, loaded }
     }
 
@@ -280,3 +285,95 @@ fn a_revoked_rule_stops_an_established_flow_at_once() {
     assert_eq!(p.to_guest(1, &query), DROP, "a revoked UDP flow is stopped despite the guest's answers");
 }
 
+
+/// Per-CPU counters of the guest NIC, summed.
+fn nic_counters(p: &Plane) -> NicCounters {
+    let values = p.loaded.map(&NIC_STATS).unwrap().get_per_cpu(&NicKey { ifindex: NIC }).unwrap().unwrap();
+    values.into_iter().fold(NicCounters::default(), |mut sum, c| {
+        sum += c;
+        sum
+    })
+}
+
+#[test]
+fn every_verdict_is_counted_and_audit_mode_delivers_what_would_drop() {
+    let p = Plane::new();
+    p.loaded.map(&NIC_STATS).unwrap().create_zeroed_per_cpu(&NicKey { ifindex: NIC }).unwrap();
+    let hits = p.loaded.map(&RULE_HITS).unwrap();
+    // The plane's entries carry (rule index + 1) as the slot + 1: rule i counts in slot i.
+    let cfg = microseg::config::parse(POLICY_JSON.as_bytes()).unwrap();
+    let rules = resolve::resolve(&cfg, 1 << 20).unwrap().rules;
+    for slot in 0..rules.len() as u32 {
+        hits.create_zeroed_per_cpu(&slot).unwrap();
+    }
+    let hits_of = |id: &str| -> u64 {
+        let slot = rules.iter().position(|r| r == id).unwrap() as u32;
+        hits.get_per_cpu(&slot).unwrap().unwrap().iter().sum()
+    };
+    let tcp_to = |_src: u32, port| eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(40000, port, TCP_SYN, b""));
+    assert_eq!(p.to_guest(1, &tcp_to(1, 80)), NEXT);
+    assert_eq!(p.to_guest(3, &tcp_to(3, 22)), DROP);
+    assert_eq!(p.to_guest(1, &tcp_to(1, 81)), DROP);
+    p.sent_by_guest(&eth_out().udp(v4(GUEST), v4(PEER), 44444, 53, b"q"));
+    assert_eq!(p.to_guest(1, &eth_in().udp(v4(PEER), v4(GUEST), 53, 44444, b"r")), NEXT);
+    let c = nic_counters(&p);
+    assert_eq!((c.allowed, c.replied, c.dropped, c.audited, c.blocked), (1, 1, 2, 0, 0));
+    assert_eq!((hits_of("web"), hits_of("nossh"), hits_of("ctcp")), (1, 1, 0), "the deciding rules");
+
+    // Events: the drop is recorded with its fields; the limiter lets one through per cost_ns.
+    let settings = EventSettings { cost_ns: 3_600_000_000_000, burst_ns: 0 };
+    p.loaded.map(&EVENT_CONFIG).unwrap().set(&0, &settings).unwrap();
+    let (fd, info) = p.loaded.map_raw(EVENTS.name).unwrap();
+    let ring = RingReader::new(fd.try_clone_to_owned().unwrap(), info.max_entries as usize).unwrap();
+    assert_eq!(p.to_guest(3, &tcp_to(3, 22)), DROP);
+    assert_eq!(p.to_guest(3, &tcp_to(3, 22)), DROP);
+    let mut events = Vec::new();
+    ring.consume(|b| events.push(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Event>()) }));
+    assert_eq!(events.len(), 1, "the second drop is over the limit");
+    let e = events[0];
+    assert_eq!((e.ifindex, e.src, e.dst, e.kind, e.reason, e.proto, e.sport, e.dport), (NIC, 3, 2, EVENT_DROP, REASON_RULE, 6, 40000, 22));
+    assert_eq!(e.rule as usize, rules.iter().position(|r| r == "nossh").unwrap() + 1);
+    assert_eq!(&e.saddr[12..], &PEER.octets());
+    let state: Vec<EventState> = p.loaded.map(&EVENT_STATE).unwrap().get_per_cpu(&0).unwrap().unwrap();
+    let (emitted, suppressed): (u64, u64) = (state.iter().map(|s| s.emitted).sum(), state.iter().map(|s| s.suppressed).sum());
+    assert_eq!((emitted, suppressed), (1, 1));
+
+    // Audit mode: what would drop is delivered, counted and reported as audit.
+    p.loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: NIC }, &NicValue { mark: 2, flags: NIC_F_AUDIT }).unwrap();
+    // (The limiter ran an hour ahead above: a burst allowance past that lets every event through.)
+    let wide_open = EventSettings { cost_ns: 1, burst_ns: 7_200_000_000_000 };
+    p.loaded.map(&EVENT_CONFIG).unwrap().set(&0, &wide_open).unwrap();
+    let before = nic_counters(&p);
+    assert_eq!(p.to_guest(3, &tcp_to(3, 22)), NEXT, "audit: a rule's deny is delivered");
+    assert_eq!(p.to_guest(1, &tcp_to(1, 81)), NEXT, "audit: no rule is delivered");
+    assert_eq!(p.to_guest(1, &tcp_to(1, 80)), NEXT);
+    let c = nic_counters(&p);
+    assert_eq!((c.allowed - before.allowed, c.dropped - before.dropped, c.audited - before.audited), (1, 0, 2));
+    let mut kinds = Vec::new();
+    ring.consume(|b| kinds.push(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Event>()) }.kind));
+    assert_eq!(kinds, [EVENT_AUDIT, EVENT_AUDIT]);
+    // The audited flow stays inbound: the guest's answer does not turn it into its own flow.
+    let inbound = p.loaded.map(&FLOWS).unwrap().entries().unwrap();
+    assert!(inbound.iter().any(|(k, v)| k.sport == 81 && v.flags & 2 != 0), "{inbound:?}");
+    // Back to enforce.
+    p.loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: NIC }, &NicValue { mark: 2, flags: 0 }).unwrap();
+    assert_eq!(p.to_guest(3, &tcp_to(3, 22)), DROP);
+}
+
+#[test]
+fn a_tunnel_packet_from_the_guest_is_blocked_counted_and_reported() {
+    let p = Plane::new();
+    p.loaded.map(&NIC_STATS).unwrap().create_zeroed_per_cpu(&NicKey { ifindex: NIC }).unwrap();
+    p.loaded.map(&EVENT_CONFIG).unwrap().set(&0, &EventSettings { cost_ns: 1, burst_ns: 1_000_000_000 }).unwrap();
+    p.loaded.map(&TUNNEL_CONFIG).unwrap().set(&0, &TunnelSettings { ports: [4789, 0, 0, 0] }).unwrap();
+    let node = AddrKey { addr: PEER.to_ipv6_mapped().octets() };
+    p.loaded.map(&UNDERLAY_ADDRS).unwrap().set(&node, &AddrValue { kind: 1 }).unwrap();
+    let (fd, info) = p.loaded.map_raw(EVENTS.name).unwrap();
+    let ring = RingReader::new(fd.try_clone_to_owned().unwrap(), info.max_entries as usize).unwrap();
+    assert_eq!(p.sent_by_guest(&eth_out().udp(v4(GUEST), v4(PEER), 40000, 4789, &[0u8; 16])), DROP);
+    assert_eq!(nic_counters(&p).blocked, 1);
+    let mut events = Vec::new();
+    ring.consume(|b| events.push(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Event>()) }));
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].reason, events[0].src, events[0].dport, events[0].kind), (REASON_TUNNEL, 2, 4789, EVENT_DROP));
+}

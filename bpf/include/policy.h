@@ -15,9 +15,27 @@ struct nic_key {
 	__u32 ifindex;
 };
 
-/* Value of tap_to_group: the NIC's group mark (1..=65535). */
+/* Value of tap_to_group: the NIC's group mark (1..=65535) and flags. */
 struct nic_value {
-	__u32 mark;
+	__u16 mark;
+	__u16 flags;
+};
+
+/* The NIC's group is in audit mode: deliver, count and report what would drop. */
+#define NIC_F_AUDIT 1
+
+/*
+ * Value of the per-CPU nic_stats (keyed by nic_key), in packets toward the
+ * guest: delivered by a rule, delivered as an answer to the guest's own
+ * flows, dropped, and passed in audit mode although the policy drops them;
+ * `blocked` counts packets from the guest refused (tunnels aimed at the node).
+ */
+struct nic_counters {
+	__u64 allowed;
+	__u64 replied;
+	__u64 dropped;
+	__u64 audited;
+	__u64 blocked;
 };
 
 /*
@@ -45,7 +63,11 @@ struct policy_key {
 /* The pair allows something at some L4: address resolution may pass. */
 #define POLICY_FLAG_ANY_ALLOW 1
 
-/* Value of policy: the verdict and the deciding rule (index + 1; 0: none). */
+/*
+ * Value of policy: the verdict and the deciding rule's slot + 1 (0: none).
+ * A rule keeps its slot while it exists (its id is in rule_names), so that
+ * its hits survive changes of other rules.
+ */
 struct policy_value {
 	__u8 verdict;
 	__u8 flags;

@@ -72,6 +72,7 @@ const FUNCTIONS: &[Function] = &[
             Ok(serde_json::to_value(s)?)
         },
     },
+    Function { name: "status", params: &[], call: |_| Ok(serde_json::to_value(microseg::status()?)?) },
     Function {
         name: "clear",
         params: &[],

@@ -37,6 +37,8 @@ pub struct MicrosegConfig {
     pub options: Option<options::Options>,
     /// The VTEP peers of every VXLAN zone: addresses a guest may never claim.
     pub zone_peers: std::collections::BTreeSet<std::net::IpAddr>,
+    /// The vnets of VXLAN zones: PVE names their VXLAN device `vxlan_<vnet>`.
+    pub vxlan_vnets: std::collections::BTreeSet<String>,
     /// Sections of types this module does not parse, by id: `(type, body)`.
     /// A subsystem may read its own; the rest are warned about once.
     pub other: BTreeMap<String, (String, Value)>,
@@ -66,6 +68,20 @@ impl MicrosegConfig {
             .and_then(|a| self.groups.get(&a.group))
     }
 
+    /// Whether group `id` is in audit mode: its own `audit`, else the
+    /// nearest ancestor's that sets one, else enforce. Call on a validated
+    /// config (no cycles).
+    pub fn audit(&self, id: &str) -> bool {
+        let mut cur = self.groups.get(id);
+        while let Some(g) = cur {
+            if let Some(audit) = g.audit {
+                return audit;
+            }
+            cur = g.parent.as_deref().and_then(|p| self.groups.get(p));
+        }
+        false
+    }
+
     /// The sections of type `ty` that this module does not parse itself.
     pub fn sections_of<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
         self.other.iter().filter(move |(_, (t, _))| t == ty).map(|(id, (_, v))| (id.as_str(), v))
@@ -81,6 +97,9 @@ struct RunningConfig {
     /// the microseg configuration (it is ignored with a warning).
     #[serde(default)]
     zones: Option<Value>,
+    /// Read only for the VXLAN devices of VXLAN zones (`status` checks gbp).
+    #[serde(default)]
+    vnets: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +136,8 @@ pub fn parse(text: &[u8]) -> Result<MicrosegConfig> {
         None => None,
     };
     cfg.zone_peers = underlay::vxlan_zone_peers(zones.as_ref(), &mut cfg.warnings);
+    let vnets = doc.vnets.and_then(|v| serde_json::from_value::<SectionMap>(v).ok());
+    cfg.vxlan_vnets = underlay::vxlan_vnets(zones.as_ref(), vnets.as_ref());
     if let Some(guard) = &mut cfg.guard {
         guard.peers.extend(cfg.zone_peers.iter().copied());
     }

@@ -40,6 +40,12 @@ pub(crate) fn perl_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, 
     }
 }
 
+pub(crate) fn perl_opt_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "perl_bool")] bool);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+}
+
 pub(crate) fn perl_opt_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     struct Wrap(#[serde(deserialize_with = "perl_u64")] u64);

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::perl::{perl_bool, perl_opt_scalar, perl_opt_string, perl_u64};
+use super::perl::{perl_bool, perl_opt_bool, perl_opt_scalar, perl_opt_string, perl_u64};
 use super::{section_from, warn_unknown, Mark, MicrosegConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,9 @@ pub struct Group {
     pub id: String,
     pub mark: Mark,
     pub parent: Option<String>,
+    /// `audit` as the section sets it; `None` inherits the parent's (see
+    /// [`MicrosegConfig::audit`]).
+    pub audit: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,8 @@ struct GroupSection {
     mark: u64,
     #[serde(default, deserialize_with = "perl_opt_string")]
     parent: Option<String>,
+    #[serde(default, deserialize_with = "perl_opt_bool")]
+    audit: Option<bool>,
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
 }
@@ -166,7 +171,7 @@ pub(crate) fn parse_group(cfg: &mut MicrosegConfig, id: String, value: Value) ->
         bail!("microseg group '{id}': mark {} is outside 1..=65535", s.mark);
     }
     let mark = s.mark as Mark;
-    cfg.groups.insert(id.clone(), Group { id, mark, parent: s.parent });
+    cfg.groups.insert(id.clone(), Group { id, mark, parent: s.parent, audit: s.audit });
     Ok(())
 }
 

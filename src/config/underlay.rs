@@ -84,3 +84,17 @@ pub(crate) fn vxlan_zone_peers(zones: Option<&SectionMap>, warnings: &mut Vec<St
     }
     peers
 }
+
+/// The vnets whose zone is a VXLAN zone (their device is `vxlan_<vnet>`).
+pub(crate) fn vxlan_vnets(zones: Option<&SectionMap>, vnets: Option<&SectionMap>) -> BTreeSet<String> {
+    let vxlan_zone = |id: &str| {
+        zones.and_then(|z| z.ids.get(id)).and_then(|z| z.get("type")).and_then(Value::as_str) == Some("vxlan")
+    };
+    vnets
+        .map(|v| &v.ids)
+        .into_iter()
+        .flatten()
+        .filter(|(_, vnet)| vnet.get("zone").and_then(Value::as_str).is_some_and(vxlan_zone))
+        .map(|(id, _)| id.clone())
+        .collect()
+}

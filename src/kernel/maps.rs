@@ -14,6 +14,7 @@ use std::os::fd::BorrowedFd;
 
 use anyhow::{bail, Context, Result};
 
+use crate::kernel::state::Loaded;
 use crate::kernel::sys::{self, MapInfo};
 
 /// Plain old data: every byte is a field byte (no padding), every bit
@@ -71,9 +72,16 @@ macro_rules! shared_struct {
     }) => {
         $(#[$meta])*
         #[repr(C)]
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name {
             $($(#[$fmeta])* pub $field: $ty),*
+        }
+        impl Default for $name {
+            /// All zero (arrays of any length included).
+            fn default() -> Self {
+                // SAFETY: Pod (checked below): all-zero bytes are a valid value.
+                unsafe { ::std::mem::zeroed() }
+            }
         }
         // No padding: the size is the sum of the fields' sizes.
         const _: () = assert!(::std::mem::size_of::<$name>() == 0 $(+ ::std::mem::size_of::<$ty>())*);
@@ -144,6 +152,31 @@ pub trait MapDesc: Sync {
     fn name(&self) -> &'static str;
     fn key(&self) -> TypeLayout;
     fn value(&self) -> TypeLayout;
+    /// Whether the map has BTF key and value types (a ring buffer has none).
+    fn typed(&self) -> bool {
+        true
+    }
+}
+
+/// A ring buffer: pinned and reused like any map, read by mmap (see
+/// `kernel::ringbuf`), records typed by their reader.
+pub struct RingDef {
+    pub name: &'static str,
+}
+
+impl MapDesc for RingDef {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn key(&self) -> TypeLayout {
+        TypeLayout { c_name: "", size: 0, fields: &[] }
+    }
+    fn value(&self) -> TypeLayout {
+        TypeLayout { c_name: "", size: 0, fields: &[] }
+    }
+    fn typed(&self) -> bool {
+        false
+    }
 }
 
 impl<K: Shared, V: Shared> MapDesc for MapDef<K, V> {
@@ -181,7 +214,8 @@ impl<K: Shared, V: Shared> MapDef<K, V> {
                 V::C_NAME
             );
         }
-        Ok(TypedMap { fd, name: self.name, _types: PhantomData })
+        let per_cpu = matches!(info.map_type, MAP_PERCPU_HASH | MAP_PERCPU_ARRAY | MAP_LRU_PERCPU_HASH);
+        Ok(TypedMap { fd, name: self.name, per_cpu, _types: PhantomData })
     }
 
     /// Opens a map from its descriptor alone (one `BPF_OBJ_GET_INFO_BY_FD`).
@@ -191,10 +225,18 @@ impl<K: Shared, V: Shared> MapDef<K, V> {
     }
 }
 
-/// A map whose key and value sizes equal `K`'s and `V`'s.
+const MAP_PERCPU_HASH: u32 = 5;
+const MAP_PERCPU_ARRAY: u32 = 6;
+const MAP_LRU_PERCPU_HASH: u32 = 10;
+
+/// A map whose key and value sizes equal `K`'s and `V`'s. A per-CPU map
+/// reads and writes one value per possible CPU: only the `_per_cpu`
+/// methods and key walks work on it, the others refuse it (their buffers
+/// hold one value).
 pub struct TypedMap<'a, K, V> {
     fd: BorrowedFd<'a>,
     name: &'static str,
+    per_cpu: bool,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -207,7 +249,22 @@ impl<K: Shared, V: Shared> TypedMap<'_, K, V> {
         self.name
     }
 
+    fn single_value(&self) -> Result<()> {
+        if self.per_cpu {
+            bail!("map '{}' is per-CPU: read it with the per-CPU methods", self.name);
+        }
+        Ok(())
+    }
+
+    fn per_cpu_values(&self) -> Result<()> {
+        if !self.per_cpu {
+            bail!("map '{}' is not per-CPU", self.name);
+        }
+        Ok(())
+    }
+
     pub fn get(&self, key: &K) -> Result<Option<V>> {
+        self.single_value()?;
         let mut value = zeroed::<V>();
         // SAFETY: sizes checked in MapDef::open.
         let found = unsafe { sys::map_lookup(self.fd, bytes_of(key), bytes_of_mut(&mut value)) }
@@ -216,6 +273,7 @@ impl<K: Shared, V: Shared> TypedMap<'_, K, V> {
     }
 
     pub fn set(&self, key: &K, value: &V) -> Result<()> {
+        self.single_value()?;
         // SAFETY: sizes checked in MapDef::open.
         unsafe { sys::map_update(self.fd, bytes_of(key), bytes_of(value)) }
             .with_context(|| format!("map '{}': update", self.name))
@@ -238,6 +296,7 @@ impl<K: Shared, V: Shared> TypedMap<'_, K, V> {
 
     /// Every entry, read in batches.
     pub fn entries(&self) -> Result<BTreeMap<K, V>> {
+        self.single_value()?;
         // SAFETY: sizes checked in MapDef::open.
         let raw = unsafe { sys::map_dump(self.fd, std::mem::size_of::<K>(), std::mem::size_of::<V>()) }
             .with_context(|| format!("map '{}': dump", self.name))?;
@@ -246,6 +305,7 @@ impl<K: Shared, V: Shared> TypedMap<'_, K, V> {
 
     /// Writes all `entries` in one batch.
     pub fn set_all(&self, entries: &[(K, V)]) -> Result<()> {
+        self.single_value()?;
         if entries.is_empty() {
             return Ok(());
         }
@@ -288,9 +348,42 @@ impl<K: Shared, V: Shared> TypedMap<'_, K, V> {
 
     /// Deletes every entry whose key `keep` rejects; returns how many.
     pub fn delete_unless(&self, keep: impl Fn(&K) -> bool) -> Result<usize> {
-        let stale: Vec<K> = self.entries()?.into_keys().filter(|k| !keep(k)).collect();
+        let keys = if self.per_cpu { self.keys()? } else { self.entries()?.into_keys().collect() };
+        let stale: Vec<K> = keys.into_iter().filter(|k| !keep(k)).collect();
         self.remove_all(&stale)?;
         Ok(stale.len())
+    }
+}
+
+/// Per-CPU maps: one value per possible CPU, each in an 8-byte aligned slot.
+impl<K: Shared, V: Shared> TypedMap<'_, K, V> {
+    fn per_cpu_stride() -> usize {
+        std::mem::size_of::<V>().next_multiple_of(8)
+    }
+
+    fn per_cpu_buffer() -> Result<Vec<u8>> {
+        let cpus = sys::possible_cpus().context("count possible CPUs")?;
+        Ok(vec![0u8; Self::per_cpu_stride() * cpus])
+    }
+
+    /// The values of `key` on every possible CPU.
+    pub fn get_per_cpu(&self, key: &K) -> Result<Option<Vec<V>>> {
+        self.per_cpu_values()?;
+        let mut buf = Self::per_cpu_buffer()?;
+        // SAFETY: the buffer holds a stride of at least V's checked size per possible CPU.
+        let found = unsafe { sys::map_lookup(self.fd, bytes_of(key), &mut buf) }
+            .with_context(|| format!("map '{}': lookup", self.name))?;
+        let size = std::mem::size_of::<V>();
+        Ok(found.then(|| buf.chunks(Self::per_cpu_stride()).map(|c| from_bytes(&c[..size])).collect()))
+    }
+
+    /// Creates `key` zeroed on every CPU unless it exists; `true` if created.
+    pub fn create_zeroed_per_cpu(&self, key: &K) -> Result<bool> {
+        self.per_cpu_values()?;
+        let buf = Self::per_cpu_buffer()?;
+        // SAFETY: as in get_per_cpu.
+        unsafe { sys::map_create_elem(self.fd, bytes_of(key), &buf) }
+            .with_context(|| format!("map '{}': create", self.name))
     }
 }
 
@@ -308,10 +401,10 @@ pub trait MapContent: Send + Sync {
         self.len() == 0
     }
     /// Writes missing and changed entries; returns how many.
-    fn write(&self, fd: BorrowedFd<'_>, info: &MapInfo) -> Result<usize>;
+    fn write(&self, loaded: &Loaded) -> Result<usize>;
     /// Deletes entries not desired (nothing for a map whose contents are
     /// only added to); returns how many.
-    fn delete_stale(&self, fd: BorrowedFd<'_>, info: &MapInfo) -> Result<usize>;
+    fn delete_stale(&self, loaded: &Loaded) -> Result<usize>;
 }
 
 /// Whether a map's entries that are not desired are deleted.
@@ -349,6 +442,15 @@ impl<K: Shared + Send + Sync, V: Shared + Send + Sync> Entries<K, V> {
         vanished: fn(&K) -> bool,
     ) -> Box<dyn MapContent> {
         Box::new(Entries { def, entries, ownership, vanished: Some(vanished) })
+    }
+
+    /// Writes the entries into the map `fd` (whose kernel info is `info`).
+    pub fn write_to(&self, fd: BorrowedFd<'_>, info: &MapInfo) -> Result<usize> {
+        let map = self.def.open(fd, info)?;
+        match self.ownership {
+            Ownership::Whole => self.write_whole(&map, info.max_entries as usize),
+            Ownership::Additive => self.write_additive(&map),
+        }
     }
 
     /// Writes a map user space owns whole. When the new entries would not
@@ -402,14 +504,12 @@ impl<K: Shared + Send + Sync, V: Shared + Send + Sync> MapContent for Entries<K,
     fn len(&self) -> usize {
         self.entries.len()
     }
-    fn write(&self, fd: BorrowedFd<'_>, info: &MapInfo) -> Result<usize> {
-        let map = self.def.open(fd, info)?;
-        match self.ownership {
-            Ownership::Whole => self.write_whole(&map, info.max_entries as usize),
-            Ownership::Additive => self.write_additive(&map),
-        }
+    fn write(&self, loaded: &Loaded) -> Result<usize> {
+        let (fd, info) = loaded.map_raw(self.def.name)?;
+        self.write_to(fd, info)
     }
-    fn delete_stale(&self, fd: BorrowedFd<'_>, info: &MapInfo) -> Result<usize> {
+    fn delete_stale(&self, loaded: &Loaded) -> Result<usize> {
+        let (fd, info) = loaded.map_raw(self.def.name)?;
         match self.ownership {
             Ownership::Additive => Ok(0),
             Ownership::Whole => self.def.open(fd, info)?.delete_unless(|k| self.entries.contains_key(k)),
@@ -437,10 +537,70 @@ impl<K: Shared + Send + Sync, V: Shared + Send + Sync> MapContent for Prune<K, V
     fn len(&self) -> usize {
         0
     }
-    fn write(&self, _fd: BorrowedFd<'_>, _info: &MapInfo) -> Result<usize> {
+    fn write(&self, _loaded: &Loaded) -> Result<usize> {
         Ok(0)
     }
-    fn delete_stale(&self, fd: BorrowedFd<'_>, info: &MapInfo) -> Result<usize> {
-        self.def.open(fd, info)?.delete_unless(|k| (self.keep)(k))
+    fn delete_stale(&self, loaded: &Loaded) -> Result<usize> {
+        loaded.map(self.def)?.delete_unless(|k| (self.keep)(k))
+    }
+}
+
+/// Per-CPU counters, one entry per key user space wants counted: missing
+/// entries are created zeroed, existing ones never rewritten (that would
+/// lose counts), and with [`Ownership::Whole`] the others are deleted.
+pub struct Counters<K: 'static, V: 'static> {
+    pub def: &'static MapDef<K, V>,
+    pub keys: std::collections::BTreeSet<K>,
+    pub ownership: Ownership,
+    /// As [`Entries::vanished`]: entries of vanished netdevs make room when full.
+    pub vanished: Option<fn(&K) -> bool>,
+}
+
+impl<K: Shared + Send + Sync, V: Shared + Send + Sync> Counters<K, V> {
+    pub fn boxed(
+        def: &'static MapDef<K, V>,
+        keys: std::collections::BTreeSet<K>,
+        ownership: Ownership,
+        vanished: Option<fn(&K) -> bool>,
+    ) -> Box<dyn MapContent> {
+        Box::new(Counters { def, keys, ownership, vanished })
+    }
+
+    fn create_missing(&self, map: &TypedMap<'_, K, V>) -> Result<usize> {
+        let mut created = 0;
+        for key in &self.keys {
+            created += usize::from(map.create_zeroed_per_cpu(key)?);
+        }
+        Ok(created)
+    }
+}
+
+impl<K: Shared + Send + Sync, V: Shared + Send + Sync> MapContent for Counters<K, V> {
+    fn name(&self) -> &'static str {
+        self.def.name
+    }
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+    fn write(&self, loaded: &Loaded) -> Result<usize> {
+        let map = loaded.map(self.def)?;
+        match self.create_missing(&map) {
+            // Full: whole ownership makes room by deleting the stale entries
+            // (as `Entries` does), an additive write those of vanished netdevs.
+            Err(e) if is_full(&e) && (self.ownership == Ownership::Whole || self.vanished.is_some()) => {
+                let vanished = self.vanished;
+                let whole = self.ownership == Ownership::Whole;
+                let freed = map.delete_unless(|k| self.keys.contains(k) || !(whole || vanished.is_some_and(|v| v(k))))?;
+                log::info!("map '{}' was full: removed {freed} stale entries", map.name());
+                self.create_missing(&map)
+            }
+            result => result,
+        }
+    }
+    fn delete_stale(&self, loaded: &Loaded) -> Result<usize> {
+        match self.ownership {
+            Ownership::Additive => Ok(0),
+            Ownership::Whole => loaded.map(self.def)?.delete_unless(|k| self.keys.contains(k)),
+        }
     }
 }

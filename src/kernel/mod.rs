@@ -8,6 +8,7 @@ pub mod maps;
 pub mod netdev;
 pub mod object;
 pub mod reconcile;
+pub mod ringbuf;
 pub mod state;
 pub mod sys;
 pub mod testhook;

@@ -169,6 +169,98 @@ pub fn name_of(ifindex: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
+const RTM_GETLINK: u16 = 18;
+const NLMSG_ERROR: u16 = 2;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_VXLAN_GBP: u16 = 23;
+/// Attribute types carry flags (nested, byte order) in their top bits.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// The attributes in `b` as (type, payload) pairs; malformed tails end the walk.
+fn attrs<'a>(mut b: &'a [u8]) -> impl Iterator<Item = (u16, &'a [u8])> + 'a {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let payload = &b[4..len];
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+        Some((ty, payload))
+    })
+}
+
+/// For a VXLAN netdev, whether it was created with `gbp` (so that the
+/// group crosses nodes, SPEC section 5); `None` for any other netdev or
+/// none at all. One `RTM_GETLINK` on a netlink socket that lives for this
+/// call, with a bounded wait.
+pub fn vxlan_gbp(ifindex: u32) -> std::io::Result<Option<bool>> {
+    use std::io::{Error, ErrorKind};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    // SAFETY: plain socket(2); the descriptor is owned (closed on return).
+    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if raw < 0 {
+        return Err(Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let timeout = libc::timeval { tv_sec: 1, tv_usec: 0 };
+    // SAFETY: valid option value of the size given.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes).
+    let mut req = [0u8; 32];
+    req[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    // SAFETY: sending from a valid buffer of its length (to the kernel: no address needed).
+    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: receiving into a valid buffer of its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(Error::last_os_error());
+    }
+    let msg = &buf[..n as usize];
+    if msg.len() < 16 {
+        return Err(Error::new(ErrorKind::InvalidData, "short netlink answer"));
+    }
+    if u16::from_ne_bytes([msg[4], msg[5]]) == NLMSG_ERROR {
+        let errno = msg.get(16..20).map_or(0, |e| i32::from_ne_bytes(e.try_into().unwrap_or([0; 4])));
+        if errno == -libc::ENODEV {
+            return Ok(None);
+        }
+        return Err(Error::from_raw_os_error(-errno));
+    }
+    let len = (u32::from_ne_bytes(msg[0..4].try_into().unwrap_or([0; 4])) as usize).min(msg.len());
+    let Some(body) = msg.get(32..len) else { return Ok(None) };
+    let Some((_, info)) = attrs(body).find(|(t, _)| *t == IFLA_LINKINFO) else { return Ok(None) };
+    let kind = attrs(info).find(|(t, _)| *t == IFLA_INFO_KIND).map(|(_, k)| k.split(|&c| c == 0).next().unwrap_or(k));
+    if kind != Some(&b"vxlan"[..]) {
+        return Ok(None);
+    }
+    let data = attrs(info).find(|(t, _)| *t == IFLA_INFO_DATA).map(|(_, d)| d).unwrap_or(&[]);
+    let gbp = attrs(data).any(|(t, _)| t == IFLA_VXLAN_GBP);
+    Ok(Some(gbp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,14 +8,11 @@
 //! link still attached never sees its entries vanish first).
 
 use std::collections::BTreeSet;
-use std::os::fd::BorrowedFd;
-
 use anyhow::{bail, Context, Result};
 
 use crate::kernel::links::{AttachOutcome, Ranks, Target};
 use crate::kernel::maps::MapContent;
 use crate::kernel::state::{Freshness, KernelState, Loaded};
-use crate::kernel::sys::MapInfo;
 use crate::kernel::testhook::crash_point;
 use crate::report::Report;
 
@@ -36,24 +33,18 @@ pub struct Plan {
 impl Plan {
     /// Writes new and changed entries of every map; returns how many.
     fn write_maps(&self, loaded: &Loaded) -> Result<usize> {
-        self.sum_over_maps(loaded, "write", |m, fd, info| m.write(fd, info))
+        self.sum_over_maps("write", |m| m.write(loaded))
     }
 
     /// Deletes the entries no map wants; returns how many.
     fn delete_stale(&self, loaded: &Loaded) -> Result<usize> {
-        self.sum_over_maps(loaded, "prune", |m, fd, info| m.delete_stale(fd, info))
+        self.sum_over_maps("prune", |m| m.delete_stale(loaded))
     }
 
-    fn sum_over_maps(
-        &self,
-        loaded: &Loaded,
-        what: &str,
-        f: impl Fn(&dyn MapContent, BorrowedFd<'_>, &MapInfo) -> Result<usize>,
-    ) -> Result<usize> {
+    fn sum_over_maps(&self, what: &str, f: impl Fn(&dyn MapContent) -> Result<usize>) -> Result<usize> {
         let mut total = 0;
         for m in &self.maps {
-            let (fd, info) = loaded.map_raw(m.name())?;
-            total += f(m.as_ref(), fd, info).with_context(|| format!("{what} map {}", m.name()))?;
+            total += f(m.as_ref()).with_context(|| format!("{what} map {}", m.name()))?;
         }
         Ok(total)
     }

@@ -100,6 +100,11 @@ impl Loaded {
     pub fn prog(&self, name: &str) -> &Prog {
         &self.progs[name]
     }
+
+    /// The id of a program, if it is open (see `KernelState::open_pins`).
+    pub fn prog_id(&self, name: &str) -> Option<u32> {
+        self.progs.get(name).map(|p| p.id)
+    }
 }
 
 /// Why pinned state cannot be used as it is.
@@ -192,6 +197,61 @@ impl KernelState {
         ids
     }
 
+    /// For `status`: the recorded library version, schema version and
+    /// fingerprint of what is loaded, if anything is.
+    pub fn run_info(&self) -> Option<(String, u32, String)> {
+        let run = self.read_run_state().ok().flatten()?;
+        Some((run.library_version, run.schema_version, run.fingerprint))
+    }
+
+    /// For reading (`status`, `monitor`): whatever maps and programs are
+    /// pinned, opened without judging whether they are current (typed
+    /// access still checks every map's sizes). `None` if nothing is pinned.
+    pub fn open_pins(&self) -> Result<Option<Loaded>> {
+        if !self.maps_dir().exists() {
+            return Ok(None);
+        }
+        let mut maps = BTreeMap::new();
+        for desc in self.spec.maps {
+            if let Some(map) = self.open_map_pin(desc.name())? {
+                maps.insert(desc.name(), map);
+            }
+        }
+        let mut progs = BTreeMap::new();
+        for spec in self.spec.programs {
+            if let Some(prog) = self.open_prog_pin(spec.name)? {
+                progs.insert(spec.name, prog);
+            }
+        }
+        Ok(Some(Loaded { maps, progs }))
+    }
+
+    /// A pinned map with its kernel info; `None` if it is not pinned.
+    fn open_map_pin(&self, name: &str) -> Result<Option<LoadedMap>> {
+        let path = self.map_pin(name);
+        match sys::obj_get(&path) {
+            Ok(fd) => {
+                let info = sys::map_info(fd.as_fd()).with_context(|| format!("map info {}", path.display()))?;
+                Ok(Some(LoadedMap { fd, info }))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("open pinned map {}", path.display())),
+        }
+    }
+
+    /// A pinned program with its id; `None` if it is not pinned.
+    fn open_prog_pin(&self, name: &str) -> Result<Option<Prog>> {
+        let path = self.prog_pin(name);
+        match sys::obj_get(&path) {
+            Ok(fd) => {
+                let id = sys::prog_id(&fd).with_context(|| format!("program info {}", path.display()))?;
+                Ok(Some(Prog { fd, id }))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("open pinned program {}", path.display())),
+        }
+    }
+
     fn read_run_state(&self) -> Result<Option<RunState>> {
         let path = self.state_file();
         match fsutil::read_regular(&path, false) {
@@ -280,17 +340,14 @@ impl KernelState {
         let mut maps = BTreeMap::new();
         let mut missing = Vec::new();
         for layout in self.spec.map_layouts()? {
-            let path = self.map_pin(layout.name);
-            match sys::obj_get(&path) {
-                Ok(fd) => {
-                    let info = sys::map_info(fd.as_fd()).with_context(|| format!("map info {}", path.display()))?;
-                    if let Some(reason) = layout.mismatch(&info) {
+            match self.open_map_pin(layout.name)? {
+                Some(map) => {
+                    if let Some(reason) = layout.mismatch(&map.info) {
                         return Ok(Err(NotCurrent { reason, layout_changed: true }));
                     }
-                    maps.insert(layout.name, LoadedMap { fd, info });
+                    maps.insert(layout.name, map);
                 }
-                Err(e) if is_not_found(&e) => missing.push(layout.name),
-                Err(e) => return Err(e).with_context(|| format!("open pinned map {}", path.display())),
+                None => missing.push(layout.name),
             }
         }
         if !missing.is_empty() {
@@ -303,18 +360,13 @@ impl KernelState {
         }
         let mut progs = BTreeMap::new();
         for spec in self.spec.programs {
-            let path = self.prog_pin(spec.name);
-            match sys::obj_get(&path) {
-                Ok(fd) => {
-                    let id = sys::prog_id(&fd).with_context(|| format!("program info {}", path.display()))?;
-                    if run.programs.get(spec.name).is_some_and(|&recorded| recorded != id) {
-                        return other(format!("program pin {} was replaced", spec.name));
-                    }
-                    progs.insert(spec.name, Prog { fd, id });
-                }
-                Err(e) if is_not_found(&e) => return other(format!("program {} not pinned", spec.name)),
-                Err(e) => return Err(e).with_context(|| format!("open pinned program {}", path.display())),
+            let Some(prog) = self.open_prog_pin(spec.name)? else {
+                return other(format!("program {} not pinned", spec.name));
+            };
+            if run.programs.get(spec.name).is_some_and(|&recorded| recorded != prog.id) {
+                return other(format!("program pin {} was replaced", spec.name));
             }
+            progs.insert(spec.name, prog);
         }
         Ok(Ok(Loaded { maps, progs }))
     }

@@ -15,7 +15,8 @@ use crate::config::MicrosegConfig;
 use crate::kernel::netdev::GuestNic;
 use crate::kernel::object::ObjectSpec;
 use crate::kernel::reconcile::Plan;
-use crate::report::Report;
+use crate::kernel::state::KernelState;
+use crate::report::{Report, Status};
 
 pub trait Subsystem: Send + Sync {
     /// The object, its maps and programs, and where its state is pinned.
@@ -38,6 +39,14 @@ pub trait Subsystem: Send + Sync {
     /// `None` when this subsystem has nothing for that NIC.
     fn plan_nic(&self, _cfg: &MicrosegConfig, _nic: &GuestNic, _ifindex: u32) -> Result<Option<Plan>> {
         Ok(None)
+    }
+
+    /// Adds what this subsystem enforces to `out` (SPEC section 7,
+    /// `status()`), read from its kernel `state`; `cfg` is the running
+    /// config if it could be read. The generic part (loaded, versions,
+    /// links) is filled in before.
+    fn status(&self, _state: &KernelState, _cfg: Option<&MicrosegConfig>, _out: &mut Status) -> Result<()> {
+        Ok(())
     }
 
     /// Accounts the targets a full pass enforced in the report.

@@ -62,6 +62,22 @@ pub fn ip_batch(ns: Option<&str>, batch: &str) {
     assert!(out.status.success(), "ip -batch failed:\n{batch}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The CLI with the sandbox's settings, in this thread's network namespace
+/// (only test crates that declare the binary may call it).
+#[macro_export]
+macro_rules! cli {
+    ($sandbox:expr, $args:expr) => {{
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pve-microseg"));
+        cmd.args($args)
+            .env("PVE_MICROSEG_RUNNING_CONFIG", &$sandbox.settings.running_config)
+            .env("PVE_MICROSEG_BPF_ROOT", &$sandbox.settings.bpf_root)
+            .env("PVE_MICROSEG_RUN_DIR", &$sandbox.settings.run_dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }};
+}
+
 /// A private bpffs (mounted outside /sys, in this mount namespace), run
 /// directory and running-config path.
 pub struct Sandbox {

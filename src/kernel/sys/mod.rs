@@ -41,6 +41,21 @@ pub const BPF_TCX_EGRESS: u32 = 47;
 pub const BPF_LINK_TYPE_TCX: u32 = 11;
 /// `BPF_ANY`: create or replace a map element.
 const BPF_ANY: u64 = 0;
+/// `BPF_NOEXIST`: create a map element only if it does not exist.
+const BPF_NOEXIST: u64 = 1;
+
+/// How many CPUs the kernel may ever bring up: a per-CPU map holds one
+/// value per possible CPU (`/sys/devices/system/cpu/possible`, "0-3,5").
+pub fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("possible CPUs: '{}'", text.trim()));
+    let mut highest = 0usize;
+    for part in text.trim().split(',') {
+        let last = part.rsplit('-').next().ok_or_else(bad)?;
+        highest = highest.max(last.parse::<usize>().map_err(|_| bad())?);
+    }
+    Ok(highest + 1)
+}
 
 fn bpf<T>(cmd: u32, attr: &mut T) -> io::Result<i64> {
     // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `cmd`, valid
@@ -272,6 +287,20 @@ pub unsafe fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> i
 pub unsafe fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
     let mut attr = elem_attr(map, key.as_ptr(), value.as_ptr() as u64, BPF_ANY);
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// Creates `key` unless it exists (`BPF_NOEXIST`); `false` if it existed.
+///
+/// # Safety
+/// `key` and `value` must be at least the map's key and value sizes (for a
+/// per-CPU map, the value size rounded up to 8 times the possible CPUs).
+pub unsafe fn map_create_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<bool> {
+    let mut attr = elem_attr(map, key.as_ptr(), value.as_ptr() as u64, BPF_NOEXIST);
+    match bpf(BPF_MAP_UPDATE_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Deletes `key`; `false` if it was not there.

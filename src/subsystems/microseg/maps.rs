@@ -1,7 +1,8 @@
 //! The microseg object's maps and their key and value types, mirroring
-//! `bpf/include/policy.h` (layouts checked against the object's BTF).
+//! `bpf/include/policy.h` and `bpf/include/events.h` (layouts checked
+//! against the object's BTF).
 
-use crate::kernel::maps::MapDef;
+use crate::kernel::maps::{MapDef, RingDef};
 use crate::shared_struct;
 
 shared_struct! {
@@ -10,8 +11,83 @@ shared_struct! {
 }
 
 shared_struct! {
-    /// Value of `tap_to_group`: the NIC's group mark (1..=65535).
-    pub struct NicValue = "nic_value" { pub mark: u32 }
+    /// Value of `tap_to_group`: the NIC's group mark (1..=65535) and flags
+    /// (`NIC_F_AUDIT`).
+    pub struct NicValue = "nic_value" { pub mark: u16, pub flags: u16 }
+}
+
+/// The NIC's group is in audit mode.
+pub const NIC_F_AUDIT: u16 = 1;
+
+shared_struct! {
+    /// Value of the per-CPU `nic_stats`: packets toward the guest delivered
+    /// by a rule, as answers, dropped, passed in audit mode; and packets
+    /// from the guest refused.
+    pub struct NicCounters = "nic_counters" {
+        pub allowed: u64,
+        pub replied: u64,
+        pub dropped: u64,
+        pub audited: u64,
+        pub blocked: u64,
+    }
+}
+
+impl std::ops::AddAssign for NicCounters {
+    fn add_assign(&mut self, o: NicCounters) {
+        self.allowed += o.allowed;
+        self.replied += o.replied;
+        self.dropped += o.dropped;
+        self.audited += o.audited;
+        self.blocked += o.blocked;
+    }
+}
+
+pub const RULE_NAME_LEN: usize = 64;
+
+shared_struct! {
+    /// Value of `rule_names`: a rule's id, NUL padded (see `RuleName::of`).
+    pub struct RuleName = "rule_name" { pub name: [u8; RULE_NAME_LEN] }
+}
+
+shared_struct! {
+    /// A record of the `events` ring buffer.
+    pub struct Event = "event" {
+        pub time_ns: u64,
+        pub ifindex: u32,
+        pub rule: u32,
+        pub src: u16,
+        pub dst: u16,
+        pub kind: u8,
+        pub reason: u8,
+        pub l3: u8,
+        pub proto: u8,
+        pub sport: u16,
+        pub dport: u16,
+        pub icmp_type: u8,
+        pub pad: [u8; 3],
+        pub saddr: [u8; 16],
+        pub daddr: [u8; 16],
+    }
+}
+
+pub const EVENT_DROP: u8 = 1;
+pub const EVENT_AUDIT: u8 = 2;
+pub const REASON_NO_RULE: u8 = 1;
+pub const REASON_RULE: u8 = 2;
+pub const REASON_RESOLUTION: u8 = 3;
+pub const REASON_TUNNEL: u8 = 4;
+pub const EVENT_L3_IPV4: u8 = 1;
+pub const EVENT_L3_IPV6: u8 = 2;
+pub const EVENT_L3_ARP: u8 = 3;
+
+shared_struct! {
+    /// Value of the one-entry `event_config`: the per-CPU rate limit.
+    pub struct EventSettings = "event_settings" { pub cost_ns: u64, pub burst_ns: u64 }
+}
+
+shared_struct! {
+    /// Value of the per-CPU `event_state`: the limiter and its counts.
+    pub struct EventState = "event_state" { pub tat: u64, pub emitted: u64, pub suppressed: u64, pub lost: u64 }
 }
 
 shared_struct! {
@@ -96,3 +172,38 @@ pub static PEERS: MapDef<PeerKey, PeerSeen> = MapDef::new("peers");
 pub static UNDERLAY_ADDRS: MapDef<AddrKey, AddrValue> = MapDef::new("underlay_addrs");
 /// An array: its key is the slot index (0).
 pub static TUNNEL_CONFIG: MapDef<u32, TunnelSettings> = MapDef::new("tunnel_config");
+pub static NIC_STATS: MapDef<NicKey, NicCounters> = MapDef::new("nic_stats");
+pub static RULE_NAMES: MapDef<u32, RuleName> = MapDef::new("rule_names");
+pub static RULE_HITS: MapDef<u32, u64> = MapDef::new("rule_hits");
+pub static EVENTS: RingDef = RingDef { name: "events" };
+pub static EVENT_CONFIG: MapDef<u32, EventSettings> = MapDef::new("event_config");
+pub static EVENT_STATE: MapDef<u32, EventState> = MapDef::new("event_state");
+
+impl RuleName {
+    /// How a rule id is kept: as it is when it fits; a longer one as its
+    /// first 47 bytes, '~' and 16 hex digits of a hash of the whole id, so
+    /// that distinct ids stay distinct.
+    pub fn of(id: &str) -> RuleName {
+        let mut name = [0u8; RULE_NAME_LEN];
+        let b = id.as_bytes();
+        if b.len() <= RULE_NAME_LEN {
+            name[..b.len()].copy_from_slice(b);
+        } else {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(b);
+            let mut cut = 47;
+            while !id.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let hex: String = digest[..8].iter().map(|x| format!("{x:02x}")).collect();
+            let text = format!("{}~{hex}", &id[..cut]);
+            name[..text.len()].copy_from_slice(text.as_bytes());
+        }
+        RuleName { name }
+    }
+
+    pub fn as_string(&self) -> String {
+        let end = self.name.iter().position(|&c| c == 0).unwrap_or(RULE_NAME_LEN);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+}

@@ -1,8 +1,11 @@
 //! The policy subsystem: stamps what a guest sends with its group and
 //! enforces the flattened policy on what reaches it (SPEC sections 3-4).
 
+pub mod events;
 pub mod maps;
 pub mod resolve;
+pub mod rules;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,14 +14,15 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::{Assignment, MicrosegConfig};
 use crate::kernel::links::Target;
-use crate::kernel::maps::{Entries, MapDesc, Ownership, Prune};
+use crate::kernel::maps::{Counters, Entries, MapDesc, Ownership, Prune};
 use crate::kernel::netdev::{self, AddrKind, GuestNic, NicKind};
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::report::Report;
 
 use maps::{
-    AddrKey, AddrValue, NicKey, NicValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER, FLOWS, PEERS, POLICY,
+    AddrKey, AddrValue, EventSettings, NicKey, NicValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER,
+    EVENTS, EVENT_CONFIG, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS, PEERS, POLICY, RULE_HITS, RULE_NAMES,
     TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
 };
 
@@ -26,7 +30,20 @@ use maps::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/microseg.bpf.o"));
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
-static MAPS: [&dyn MapDesc; 6] = [&TAP_TO_GROUP, &POLICY, &FLOWS, &PEERS, &UNDERLAY_ADDRS, &TUNNEL_CONFIG];
+static MAPS: [&dyn MapDesc; 12] = [
+    &TAP_TO_GROUP,
+    &POLICY,
+    &FLOWS,
+    &PEERS,
+    &UNDERLAY_ADDRS,
+    &TUNNEL_CONFIG,
+    &NIC_STATS,
+    &RULE_NAMES,
+    &RULE_HITS,
+    &EVENTS,
+    &EVENT_CONFIG,
+    &EVENT_STATE,
+];
 
 pub const NAME: &str = "microseg";
 
@@ -39,7 +56,8 @@ impl Policy {
         Policy {
             spec: ObjectSpec {
                 name: NAME,
-                schema_version: 1,
+                // 2: tap_to_group carries the audit flag, policy values rule slots.
+                schema_version: 2,
                 object,
                 maps: &MAPS,
                 // Enforcement toward the guest is attached before the stamp
@@ -122,8 +140,24 @@ fn nic_vanished(key: &NicKey) -> bool {
     netdev::name_of(key.ifindex).is_none()
 }
 
-fn nic_entry(ifindex: u32, mark: u16) -> (NicKey, NicValue) {
-    (NicKey { ifindex }, NicValue { mark: u32::from(mark) })
+fn nic_entry(cfg: &MicrosegConfig, ifindex: u32, group: &crate::config::Group) -> (NicKey, NicValue) {
+    let flags = if cfg.audit(&group.id) { NIC_F_AUDIT } else { 0 };
+    (NicKey { ifindex }, NicValue { mark: group.mark, flags })
+}
+
+/// A tenth of a second of events may come early (a burst).
+const EVENT_BURST_NS: u64 = 100_000_000;
+
+/// The node's event rate shared evenly by the CPUs: each may emit one event
+/// per `cost_ns`. So the node emits at most `event-rate` per second
+/// sustained, plus a burst of a tenth of that (and one per CPU).
+fn event_settings(cfg: &MicrosegConfig) -> Result<EventSettings> {
+    let rate = u64::from(cfg.event_rate());
+    if rate == 0 {
+        return Ok(EventSettings { cost_ns: 0, burst_ns: 0 });
+    }
+    let cpus = crate::kernel::sys::possible_cpus().context("count possible CPUs")? as u64;
+    Ok(EventSettings { cost_ns: (1_000_000_000 * cpus).div_ceil(rate), burst_ns: EVENT_BURST_NS })
 }
 
 impl super::Subsystem for Policy {
@@ -144,7 +178,7 @@ impl super::Subsystem for Policy {
         let mut targets = Vec::new();
         for (nic, ifindex) in netdev::guest_nics() {
             if let Some(group) = cfg.group_of(nic.vmid, nic.iface) {
-                let (k, v) = nic_entry(ifindex, group.mark);
+                let (k, v) = nic_entry(cfg, ifindex, group);
                 nics.insert(k, v);
             }
             targets.push(Target { name: nic.name(), ifindex });
@@ -156,11 +190,15 @@ impl super::Subsystem for Policy {
         // Flows and peers belong to a NIC: gone with its assignment.
         let assigned: std::collections::BTreeSet<u32> = nics.keys().map(|k| k.ifindex).collect();
         let assigned2 = assigned.clone();
+        let counted_nics = nics.keys().copied().collect();
         Ok(Some(Plan {
             maps: vec![
-                Entries::boxed(&POLICY, policy.entries, Ownership::Whole),
+                Entries::boxed(&EVENT_CONFIG, BTreeMap::from([(0, event_settings(cfg)?)]), Ownership::Additive),
+                rules::RulePolicy::boxed(policy),
                 Prune::boxed(&FLOWS, move |k| assigned.contains(&k.ifindex)),
                 Prune::boxed(&PEERS, move |k| assigned2.contains(&k.ifindex)),
+                // Counters exist before the group entry: every packet is counted.
+                Counters::boxed(&NIC_STATS, counted_nics, Ownership::Whole, None),
                 Entries::boxed(&TAP_TO_GROUP, nics, Ownership::Whole),
                 Entries::boxed(&UNDERLAY_ADDRS, underlay_addrs(cfg)?, Ownership::Whole),
                 Entries::boxed(&TUNNEL_CONFIG, BTreeMap::from([(0, tunnel_settings(cfg))]), Ownership::Additive),
@@ -179,13 +217,21 @@ impl super::Subsystem for Policy {
             return Ok(None);
         }
         let entries: BTreeMap<NicKey, NicValue> =
-            cfg.group_of(nic.vmid, nic.iface).map(|g| nic_entry(ifindex, g.mark)).into_iter().collect();
+            cfg.group_of(nic.vmid, nic.iface).map(|g| nic_entry(cfg, ifindex, g)).into_iter().collect();
+        let counted = entries.keys().copied().collect();
         Ok(Some(Plan {
-            maps: vec![Entries::boxed_per_netdev(&TAP_TO_GROUP, entries, Ownership::Additive, nic_vanished)],
+            maps: vec![
+                Counters::boxed(&NIC_STATS, counted, Ownership::Additive, Some(nic_vanished)),
+                Entries::boxed_per_netdev(&TAP_TO_GROUP, entries, Ownership::Additive, nic_vanished),
+            ],
             targets: vec![Target { name: nic.name(), ifindex }],
             counted: 1,
             capacities: capacities(cfg),
         }))
+    }
+
+    fn status(&self, state: &crate::kernel::state::KernelState, cfg: Option<&MicrosegConfig>, out: &mut crate::report::Status) -> Result<()> {
+        status::status(state, cfg, out)
     }
 
     fn count_targets(&self, report: &mut Report, targets: usize) {

@@ -410,7 +410,7 @@ mod tests {
             Builder(MicrosegConfig::default())
         }
         fn group(mut self, id: &str, mark: Mark, parent: Option<&str>) -> Self {
-            let g = Group { id: id.into(), mark, parent: parent.map(Into::into) };
+            let g = Group { id: id.into(), mark, parent: parent.map(Into::into), audit: None };
             self.0.groups.insert(id.into(), g);
             self
         }

@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::config::MicrosegConfig;
 use crate::kernel::links::Target;
 use crate::kernel::maps::{Entries, MapDesc, Ownership};
-use crate::kernel::netdev;
+use crate::kernel::{netdev, sys};
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::report::Report;
@@ -85,6 +85,37 @@ impl super::Subsystem for VtepGuard {
             capacities: Vec::new(),
             targets,
         }))
+    }
+
+    /// The guarded interfaces (those carrying the guard's links), the
+    /// configured ones, the admitted peers; a configured interface that
+    /// does not exist is a warning.
+    fn status(
+        &self,
+        state: &crate::kernel::state::KernelState,
+        cfg: Option<&MicrosegConfig>,
+        out: &mut crate::report::Status,
+    ) -> Result<()> {
+        for link in state.link_pins()? {
+            let live = sys::obj_get(&link.path)
+                .ok()
+                .and_then(|fd| sys::link_info(std::os::fd::AsFd::as_fd(&fd)).ok())
+                .is_some_and(|i| i.ifindex != 0 && netdev::ifindex(&link.netdev) == Some(i.ifindex));
+            if live {
+                out.underlay.guarded.push(link.netdev);
+            }
+        }
+        let Some(g) = cfg.and_then(|c| c.guard.as_ref()) else { return Ok(()) };
+        out.underlay.interfaces.insert(self.spec.name.to_string(), g.ifaces.clone());
+        out.underlay.peers = g.peers.iter().map(|p| p.to_string()).collect();
+        for iface in &g.ifaces {
+            if netdev::ifindex(iface).is_none() {
+                out.warnings.push(format!("vtep-guard '{}': underlay interface {iface} does not exist on this node", g.id));
+            } else if !out.underlay.guarded.contains(iface) {
+                out.warnings.push(format!("vtep-guard '{}': underlay interface {iface} is not guarded (apply_full)", g.id));
+            }
+        }
+        Ok(())
     }
 
     fn count_targets(&self, report: &mut Report, targets: usize) {

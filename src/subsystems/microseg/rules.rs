@@ -1,0 +1,104 @@
+//! The policy map with stable rule slots, so that a rule's hit counter
+//! survives changes of other rules.
+//!
+//! Every rule that decides some policy entry has a slot: its id is kept in
+//! `rule_names` under the slot, its hits in the per-CPU `rule_hits`, and the
+//! policy entries it decides carry the slot (+ 1). A full pass keeps the
+//! slots of rules that stay, gives new rules slots no entry refers to yet
+//! (their counters created zeroed before any entry points at them), and
+//! frees the slots of vanished rules only after their entries are gone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Result};
+
+use crate::kernel::maps::{Entries, MapContent, Ownership};
+use crate::kernel::state::Loaded;
+
+use super::maps::{PolicyKey, PolicyValue, RuleName, POLICY, RULE_HITS, RULE_NAMES};
+use super::resolve;
+
+pub struct RulePolicy {
+    /// Entries whose `rule` is an index into `rules`, plus one.
+    entries: BTreeMap<PolicyKey, PolicyValue>,
+    /// The names of the rules that decide some entry.
+    wanted: BTreeSet<RuleName>,
+    rules: Vec<RuleName>,
+}
+
+impl RulePolicy {
+    pub fn boxed(policy: resolve::Policy) -> Box<dyn MapContent> {
+        let rules: Vec<RuleName> = policy.rules.iter().map(|id| RuleName::of(id)).collect();
+        let wanted = policy.entries.values().filter(|v| v.rule > 0).map(|v| rules[(v.rule - 1) as usize]).collect();
+        Box::new(RulePolicy { entries: policy.entries, wanted, rules })
+    }
+}
+
+/// The slot of every named rule in the kernel.
+pub fn slots(loaded: &Loaded) -> Result<BTreeMap<u32, RuleName>> {
+    loaded.map(&RULE_NAMES)?.entries()
+}
+
+impl MapContent for RulePolicy {
+    fn name(&self) -> &'static str {
+        POLICY.name
+    }
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn write(&self, loaded: &Loaded) -> Result<usize> {
+        let names = loaded.map(&RULE_NAMES)?;
+        let hits = loaded.map(&RULE_HITS)?;
+        let current = names.entries()?;
+        let mut slot_of: BTreeMap<RuleName, u32> = current.iter().map(|(slot, name)| (*name, *slot)).collect();
+        let (_, info) = loaded.map_raw(RULE_NAMES.name)?;
+        let mut next = 0u32;
+        let mut written = 0;
+        for name in &self.wanted {
+            if slot_of.contains_key(name) {
+                continue;
+            }
+            while current.contains_key(&next) {
+                next += 1;
+            }
+            if next >= info.max_entries {
+                bail!("rule slots: {} rules named, the kernel holds {}", current.len() + 1, info.max_entries);
+            }
+            // A leftover counter of a crashed pass would start the new rule above zero.
+            hits.remove(&next)?;
+            hits.create_zeroed_per_cpu(&next)?;
+            names.set(&next, name)?;
+            slot_of.insert(*name, next);
+            next += 1;
+            written += 1;
+        }
+        let translated: BTreeMap<PolicyKey, PolicyValue> = self
+            .entries
+            .iter()
+            .map(|(k, v)| {
+                let rule = if v.rule > 0 { slot_of[&self.rules[(v.rule - 1) as usize]] + 1 } else { 0 };
+                (*k, PolicyValue { rule, ..*v })
+            })
+            .collect();
+        let (fd, info) = loaded.map_raw(POLICY.name)?;
+        let policy = Entries { def: &POLICY, entries: translated, ownership: Ownership::Whole, vanished: None };
+        Ok(written + policy.write_to(fd, info)?)
+    }
+
+    /// Stale entries first, then the slots no entry refers to any more.
+    fn delete_stale(&self, loaded: &Loaded) -> Result<usize> {
+        let deleted = loaded.map(&POLICY)?.delete_unless(|k| self.entries.contains_key(k))?;
+        let names = loaded.map(&RULE_NAMES)?;
+        let hits = loaded.map(&RULE_HITS)?;
+        let mut freed = 0;
+        for (slot, name) in names.entries()? {
+            if !self.wanted.contains(&name) {
+                hits.remove(&slot)?;
+                names.remove(&slot)?;
+                freed += 1;
+            }
+        }
+        Ok(deleted + freed)
+    }
+}
