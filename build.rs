@@ -9,6 +9,8 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sha2::Digest;
+
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -22,7 +24,12 @@ fn main() {
         for src in sources_with(&manifest.join(dir), ".bpf.c") {
             println!("cargo:rerun-if-changed={}", src.display());
             let stem = src.file_name().unwrap().to_string_lossy().trim_end_matches(".bpf.c").to_string();
-            compile(&clang, &manifest, &src, &out.join(format!("{prefix}{stem}.bpf.o")), multiarch.as_deref());
+            let obj = out.join(format!("{prefix}{stem}.bpf.o"));
+            compile(&clang, &manifest, &src, &obj, multiarch.as_deref());
+            // The fingerprint, computed once here instead of at every call.
+            let bytes = std::fs::read(&obj).expect("read compiled object");
+            let hex: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(out.join(format!("{prefix}{stem}.bpf.o.sha256")), hex).expect("write fingerprint");
         }
     }
     for header in sources_with(&manifest.join("bpf/include"), ".h") {

@@ -38,6 +38,10 @@
 #ifndef MICROSEG_RULES_MAX
 #define MICROSEG_RULES_MAX (1 << 20)
 #endif
+/* Assignments of the whole cluster (not only this node's NICs). */
+#ifndef MICROSEG_ASSIGN_MAX
+#define MICROSEG_ASSIGN_MAX (1 << 20)
+#endif
 /* Rule slots (rules that decide some policy entry). */
 #ifndef MICROSEG_RULE_SLOTS
 #define MICROSEG_RULE_SLOTS (1 << 20)
@@ -71,6 +75,15 @@ struct {
 	__type(key, struct nic_key);
 	__type(value, struct nic_value);
 } tap_to_group SEC(".maps");
+
+/* Every assignment of the running config, recorded by the full pass for apply_iface. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MICROSEG_ASSIGN_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct assignment_key);
+	__type(value, struct nic_value);
+} assignments SEC(".maps");
 
 /*
  * Counters per assigned NIC, per CPU so that no packet waits for another

@@ -16,7 +16,7 @@ use crate::kernel::state::KernelState;
 use crate::report::{Report, Simulation, Status, SubsystemStatus};
 use crate::subsystems::microseg::resolve::UNSTAMPED;
 use crate::subsystems::microseg::{self, nic_names, resolve};
-use crate::subsystems::{registry, Subsystem};
+use crate::subsystems::{registry, Recorded, Subsystem};
 
 /// Where the library reads and writes. Production needs no arguments; tests
 /// and development redirect every path with environment variables.
@@ -81,7 +81,7 @@ pub struct Microseg {
 }
 
 impl Microseg {
-    pub fn new(settings: Settings, microseg_object: &'static [u8]) -> Microseg {
+    pub fn new(settings: Settings, microseg_object: &'static crate::kernel::object::Embedded) -> Microseg {
         let units = registry(microseg_object)
             .into_iter()
             .map(|subsystem| {
@@ -93,7 +93,7 @@ impl Microseg {
     }
 
     pub fn from_env() -> Microseg {
-        Microseg::new(Settings::from_env(), microseg::OBJECT)
+        Microseg::new(Settings::from_env(), &microseg::OBJECT)
     }
 
     /// The kernel state of subsystem `name`.
@@ -187,10 +187,18 @@ impl Microseg {
         self.settings.run_dir.join("config-warned")
     }
 
+    /// Where the signature of the config the last successful full pass
+    /// applied is kept (see `apply_recorded`).
+    fn applied_marker(&self) -> PathBuf {
+        self.settings.run_dir.join("applied-config")
+    }
+
     /// Full pass: SPEC section 7, `apply_full()`.
     pub fn apply_full(&self) -> Result<Report> {
         KernelState::check_bpf_root(&self.settings.bpf_root)?;
         let _locks = self.lock_all(Mode::Exclusive)?;
+        // Taken before the read: a change in between only makes apply_iface slow.
+        let signature = config::signature(&self.settings.running_config);
         // Read under the locks: of two overlapping passes, the later one's
         // config is what stays in the kernel.
         let Some(cfg) = self.read_config()? else { return Ok(Report::default()) };
@@ -201,6 +209,9 @@ impl Microseg {
             .iter()
             .map(|u| u.subsystem.plan(&cfg).with_context(|| format!("{}: plan", u.state.name())))
             .collect::<Result<_>>()?;
+        // From here the kernel changes: until this pass succeeds, apply_iface
+        // reads the config.
+        crate::kernel::state::remove_file_if_exists(&self.applied_marker())?;
         let mut report = Report::default();
         for (u, plan) in self.units.iter().zip(&plans) {
             match plan {
@@ -217,8 +228,68 @@ impl Microseg {
                 }
             }
         }
+        // Also when nothing is configured: apply_iface then answers
+        // "unassigned" without reading a large SDN config.
+        if let Some(signature) = signature {
+            fsutil::private_dir(&self.settings.run_dir).context("run directory")?;
+            if let Err(e) = fsutil::write_private(&self.applied_marker(), signature.as_bytes()) {
+                log::warn!("microseg: cannot record the applied config ({e:#}): apply_iface reads the config");
+            }
+        }
         log::info!("microseg: full pass: {report}");
         Ok(report)
+    }
+
+    /// The `tap_plug` fast path (SPEC section 7): while the running config
+    /// is the one the last successful full pass applied (same signature,
+    /// checked under the lock, which no full pass holds then), every
+    /// subsystem answers from what that pass recorded in the kernel, so the
+    /// cost does not grow with the config. `None` when the slow path must
+    /// decide (config changed, programs not current, a vanished NIC).
+    fn apply_recorded(&self, nic: &GuestNic) -> Result<Option<IfaceOutcome>> {
+        let Some(signature) = config::signature(&self.settings.running_config) else { return Ok(None) };
+        let applied = || fsutil::read_regular(&self.applied_marker(), false).ok().flatten();
+        if applied().as_deref() != Some(signature.as_bytes()) {
+            return Ok(None);
+        }
+        let name = nic.name();
+        let Some(ifindex) = netdev::ifindex(&name) else { return Ok(None) };
+        let mut report = Report::default();
+        let mut assigned = None;
+        let mut checked = false;
+        for u in &self.units {
+            if !u.state.exists() {
+                // The applied config does not configure this subsystem (and
+                // a lock would only leave a file behind).
+                continue;
+            }
+            let _lock = u.state.lock(Mode::Shared)?;
+            // Under a lock no full pass holds: the record is that of the
+            // last pass that succeeded.
+            if !checked && applied().as_deref() != Some(signature.as_bytes()) {
+                return Ok(None);
+            }
+            checked = true;
+            let Some(loaded) = u.state.open_recorded()? else { return Ok(None) };
+            let plan = match u.subsystem.plan_nic_recorded(&loaded, nic, ifindex)? {
+                Recorded::Nothing => continue,
+                Recorded::NeedConfig => return Ok(None),
+                Recorded::Plan { plan, assigned: mark } => {
+                    assigned = assigned.or(mark);
+                    plan
+                }
+            };
+            if let Err(e) = u.state.apply_loaded(&loaded, &plan, &|| self.ranks(), &mut report) {
+                if netdev::ifindex(&name) != Some(ifindex) {
+                    log::info!("microseg: {name} vanished while being enforced");
+                    return Ok(Some(IfaceOutcome::Vanished));
+                }
+                return Err(e.context(u.state.name()));
+            }
+        }
+        let Some(mark) = assigned else { return Ok(Some(IfaceOutcome::Unassigned)) };
+        report.nics = 1;
+        Ok(Some(IfaceOutcome::Enforced { mark, report }))
     }
 
     /// The `tap_plug` path: SPEC section 7, `apply_iface($iface)`.
@@ -232,6 +303,9 @@ impl Microseg {
     }
 
     fn apply_guest_nic(&self, nic: &GuestNic) -> Result<IfaceOutcome> {
+        if let Some(outcome) = self.apply_recorded(nic)? {
+            return Ok(outcome);
+        }
         let name = nic.name();
         let Some(cfg) = self.read_config()? else { return Ok(IfaceOutcome::Unassigned) };
         let group = cfg.group_of(nic.vmid, nic.iface);
@@ -413,6 +487,7 @@ impl Microseg {
     /// subsystem. Idempotent.
     pub fn clear(&self) -> Result<()> {
         let _locks = self.lock_all(Mode::Exclusive)?;
+        crate::kernel::state::remove_file_if_exists(&self.applied_marker())?;
         for u in &self.units {
             u.state.remove_all().with_context(|| format!("{}: remove", u.state.name()))?;
         }

@@ -35,11 +35,11 @@ fn check_layout(btf: &Btf, map: &str, what: &str, type_id: u32, rust: &TypeLayou
 
 #[test]
 fn every_shared_struct_matches_the_objects_btf() {
-    let ms = Microseg::new(Settings::from_env(), microseg::subsystems::microseg::OBJECT);
+    let ms = Microseg::new(Settings::from_env(), &microseg::subsystems::microseg::OBJECT);
     let mut structs = 0;
     for unit in &ms.units {
         let spec = unit.subsystem.spec();
-        let btf = Btf::from_object(spec.object);
+        let btf = Btf::from_object(spec.object.bytes);
         let maps = btf.map_types();
         for desc in spec.maps.iter().filter(|d| d.typed()) {
             let (k, v) = *maps.get(desc.name()).unwrap_or_else(|| panic!("{}: no map {} in BTF", spec.name, desc.name()));
@@ -48,15 +48,16 @@ fn every_shared_struct_matches_the_objects_btf() {
         }
     }
     // The ring buffer's record, from the object that names it as a value.
-    let btf = Btf::from_object(microseg::testobjects::RECORD_TYPES);
+    let btf = Btf::from_object(microseg::testobjects::RECORD_TYPES.bytes);
     let (_, v) = btf.map_types()["event_record"];
     structs += check_layout(&btf, "event_record", "value", v, &TypeLayout::of::<Event>());
     // microseg: nic_key (x2), nic_value, policy_key, policy_value, flow_key,
     // flow_value, peer_key, peer_seen, addr_key, addr_value, tunnel_settings,
-    // nic_counters, rule_name, event_settings, event_state, event;
+    // nic_counters, rule_name, event_settings, event_state, event,
+    // assignment_key, nic_value (of assignments);
     // vtepguard: peer4_key, peer_value (x2), peer6_key, guard_settings;
     // orderprobe: probe_counts.
-    assert_eq!(structs, 23, "every shared struct was compared");
+    assert_eq!(structs, 25, "every shared struct was compared");
 }
 
 #[test]

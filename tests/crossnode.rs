@@ -123,7 +123,7 @@ impl TwoNodes {
     /// Node B reads the same running config (pmxcfs replicates it).
     fn ms_b(&self) -> Microseg {
         let settings = Settings { running_config: self.sandbox_a.settings.running_config.clone(), ..self.sandbox_b.settings.clone() };
-        Microseg::new(settings, MICROSEG_OBJECT)
+        Microseg::new(settings, &MICROSEG_OBJECT)
     }
 
     fn apply_both(&self, json: &str) -> (microseg::Report, microseg::Report) {

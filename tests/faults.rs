@@ -165,8 +165,8 @@ fn killed_at_every_crash_point_the_next_call_converges() {
         sandbox.write_config(&config_a());
         match prep {
             Prep::Nothing => {}
-            Prep::OtherCode => drop(sandbox.microseg_with(MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap()),
-            Prep::OtherLayout => drop(sandbox.microseg_with(MICROSEG_TEST_LAYOUT_OBJECT).apply_full().unwrap()),
+            Prep::OtherCode => drop(sandbox.microseg_with(&MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap()),
+            Prep::OtherLayout => drop(sandbox.microseg_with(&MICROSEG_TEST_LAYOUT_OBJECT).apply_full().unwrap()),
             Prep::Current => drop(ms.apply_full().unwrap()),
         }
         // A guest NIC that appears now (assigned in config B) needs new links.
@@ -285,7 +285,7 @@ fn capacity_and_verifier_failures_change_nothing() {
     let before = snapshot(&ms);
 
     // The test layout's group map holds 4 NICs; 5 are assigned and present.
-    let small = sandbox.microseg_with(MICROSEG_TEST_LAYOUT_OBJECT);
+    let small = sandbox.microseg_with(&MICROSEG_TEST_LAYOUT_OBJECT);
     sandbox.write_config(&sdn_config(GROUPS, RULES, &[(101, "a"), (102, "a"), (103, "b"), (104, "b"), (105, "c")]));
     let e = format!("{:#}", small.apply_full().unwrap_err());
     assert!(e.contains("microseg: 5 local assigned NICs, the kernel group map holds 4"), "{e}");
@@ -305,7 +305,7 @@ fn capacity_and_verifier_failures_change_nothing() {
 
     // A new layout the verifier rejects: verified before anything is torn down.
     sandbox.write_config(&config_a());
-    let broken = sandbox.microseg_with(MICROSEG_TEST_BROKEN_OBJECT);
+    let broken = sandbox.microseg_with(&MICROSEG_TEST_BROKEN_OBJECT);
     let e = format!("{:#}", broken.apply_full().unwrap_err());
     assert!(e.contains("verify new object before replacing the old state: load program"), "{e}");
     assert!(e.contains("verifier log"), "{e}");

@@ -85,7 +85,7 @@ fn planted_symlinks_are_not_followed() {
     let state = sandbox.settings.run_dir.join("microseg/state.json");
     std::fs::remove_file(&state).unwrap();
     std::os::unix::fs::symlink(&victim, &state).unwrap();
-    let other = sandbox.microseg_with(MICROSEG_CODE);
+    let other = sandbox.microseg_with(&MICROSEG_CODE);
     assert!(other.apply_full().unwrap().loaded);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert!(std::fs::symlink_metadata(&state).unwrap().file_type().is_file());
@@ -252,7 +252,7 @@ fn plug_cycles_reuse_the_space_of_vanished_nics() {
     let _host = HostNs::enter();
     let sandbox = Sandbox::new("cycles");
     // The test layout's group map holds 4 NICs.
-    let ms = sandbox.microseg_with(MICROSEG_LAYOUT);
+    let ms = sandbox.microseg_with(&MICROSEG_LAYOUT);
     sandbox.write_config(&sdn_config(GROUPS, RULES, &[(101, "a"), (102, "b"), (103, "a")]));
     add_nics([101]);
     ms.apply_full().unwrap();
@@ -283,7 +283,7 @@ fn a_near_capacity_policy_is_replaced_by_a_disjoint_one() {
     add_nics([101]);
     let sandbox = Sandbox::new("replace");
     // The test layout's rule map holds 4096 pairs: each policy is 64 x 64.
-    let ms = sandbox.microseg_with(MICROSEG_LAYOUT);
+    let ms = sandbox.microseg_with(&MICROSEG_LAYOUT);
     let policy = |base: u16| {
         let mut groups: Vec<(String, u16, Option<&str>)> = vec![("s".into(), base, None), ("d".into(), base + 1, None)];
         for i in 0..63u16 {
@@ -335,7 +335,7 @@ fn a_newer_librarys_programs_are_not_replaced() {
     add_nics([101, 102]);
     let sandbox = Sandbox::new("skew");
     sandbox.write_config(&sdn_config(GROUPS, RULES, &[(101, "a")]));
-    let mut newer = sandbox.microseg_with(MICROSEG_CODE);
+    let mut newer = sandbox.microseg_with(&MICROSEG_CODE);
     for u in &mut newer.units {
         u.state.library_version = "99.0.0".into();
     }
@@ -354,7 +354,7 @@ fn a_newer_librarys_programs_are_not_replaced() {
     assert_eq!(sys::prog_query_tcx(ifindex, Hook::Ingress.attach_type()).unwrap(), vec![theirs["microseg_stamp"]]);
 
     // A newer layout it does not know: it fails clearly and changes nothing.
-    let mut newer_layout = sandbox.microseg_with(MICROSEG_LAYOUT);
+    let mut newer_layout = sandbox.microseg_with(&MICROSEG_LAYOUT);
     for u in &mut newer_layout.units {
         u.state.library_version = "99.1.0".into();
     }

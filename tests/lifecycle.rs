@@ -79,14 +79,14 @@ fn code_change_swaps_programs_under_traffic_without_loss_or_leak() {
     });
 
     std::thread::sleep(Duration::from_millis(200));
-    let report = sandbox.microseg_with(MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap();
+    let report = sandbox.microseg_with(&MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     sending.store(false, Ordering::Relaxed);
     let sent = sender.join().unwrap();
     let (from_a, from_c) = receiver.join().unwrap();
 
     assert!(report.loaded, "the new object was not loaded");
-    let after = snapshot(&sandbox.microseg_with(MICROSEG_TEST_CODE_OBJECT));
+    let after = snapshot(&sandbox.microseg_with(&MICROSEG_TEST_CODE_OBJECT));
     assert_eq!(link_ids(&after), link_ids(&before), "links were recreated instead of updated");
     for (pin, (_, prog, _)) in &after.links {
         assert_ne!(Some(prog), before.links.get(pin).map(|l| &l.1), "{pin} still runs the old program");
@@ -107,7 +107,7 @@ fn layout_change_verifies_rebuilds_and_keeps_enforcing() {
     let before = snapshot(&ms);
     let m0 = lab.measure();
 
-    let other = sandbox.microseg_with(MICROSEG_TEST_LAYOUT_OBJECT);
+    let other = sandbox.microseg_with(&MICROSEG_TEST_LAYOUT_OBJECT);
     match other.policy().freshness().unwrap() {
         microseg::kernel::state::Freshness::Stale { layout_changed: true, reason } => {
             assert!(reason.contains("pinned map 'tap_to_group' has capacity 65536 (object wants 4)"), "{reason}")
@@ -266,7 +266,7 @@ fn a_code_swap_keeps_established_flows() {
         sent
     });
     std::thread::sleep(Duration::from_millis(200));
-    let report = sandbox.microseg_with(MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap();
+    let report = sandbox.microseg_with(&MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     sending.store(false, Ordering::Relaxed);
     let sent = sender.join().unwrap();

@@ -21,6 +21,17 @@ struct nic_value {
 	__u16 flags;
 };
 
+/*
+ * Key of assignments: a guest NIC of the cluster by (vmid, n of net<n>).
+ * The data plane never reads it: the full pass records every assignment
+ * there (value: the nic_value the NIC gets), so that apply_iface answers
+ * from one lookup while the running config is the one that pass applied.
+ */
+struct assignment_key {
+	__u32 vmid;
+	__u32 iface;
+};
+
 /* The NIC's group is in audit mode: deliver, count and report what would drop. */
 #define NIC_F_AUDIT 1
 

@@ -108,8 +108,28 @@ pub(crate) struct SectionMap {
     pub(crate) ids: BTreeMap<String, Value>,
 }
 
+/// What identifies one version of the running config without reading it:
+/// device, inode, size, modification and change times (ns). pve-network
+/// replaces the file (write, then rename: a new inode) on every commit, and
+/// any write in place changes the times; `None` if there is no file.
+pub fn signature(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{}:{}:{}:{}.{}:{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
 /// Reads the running config at `path`; `None` if there is no such file.
 pub fn load(path: &Path) -> Result<Option<MicrosegConfig>> {
+    crate::kernel::testhook::config_read();
     // A FIFO, a device or a huge file fails at once, not after a hang.
     let Some(text) = crate::kernel::fsutil::read_regular(path, true).context("read running config")? else {
         return Ok(None);

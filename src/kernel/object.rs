@@ -3,7 +3,6 @@
 //! map layouts the object defines (for checking reused pins against).
 
 use anyhow::{anyhow, Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::kernel::maps::MapDesc;
 use crate::kernel::sys;
@@ -51,6 +50,25 @@ pub struct ProgramSpec {
     pub rank: u8,
 }
 
+/// A BPF object embedded at build time, with the SHA-256 of its bytes
+/// (computed by `build.rs`, so that no call hashes the object).
+#[derive(Debug)]
+pub struct Embedded {
+    pub bytes: &'static [u8],
+    pub fingerprint: &'static str,
+}
+
+/// The [`Embedded`] object `$file` of the build's `OUT_DIR`.
+#[macro_export]
+macro_rules! embedded_object {
+    ($file:literal) => {
+        $crate::kernel::object::Embedded {
+            bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/", $file)),
+            fingerprint: include_str!(concat!(env!("OUT_DIR"), "/", $file, ".sha256")),
+        }
+    };
+}
+
 /// One BPF object and its pinned state's identity.
 #[derive(Clone)]
 pub struct ObjectSpec {
@@ -59,7 +77,7 @@ pub struct ObjectSpec {
     /// Bumped when a map's meaning changes without its shape changing; a
     /// mismatch rebuilds all state as a layout change does.
     pub schema_version: u32,
-    pub object: &'static [u8],
+    pub object: &'static Embedded,
     /// Maps user space reads or writes, all pinned.
     pub maps: &'static [&'static dyn MapDesc],
     /// Programs in the order they are attached to a new netdev.
@@ -78,7 +96,7 @@ impl std::fmt::Debug for ObjectSpec {
 impl ObjectSpec {
     /// Identifies the object's code and maps: any change means a reload.
     pub fn fingerprint(&self) -> String {
-        Sha256::digest(self.object).iter().map(|b| format!("{b:02x}")).collect()
+        self.object.fingerprint.to_string()
     }
 
     pub fn program(&self, name: &str) -> Option<&ProgramSpec> {
@@ -87,7 +105,7 @@ impl ObjectSpec {
 
     /// The maps as the object defines them, for checking reused pins against.
     pub fn map_layouts(&self) -> Result<Vec<MapLayout>> {
-        let obj = aya_obj::Object::parse(self.object).context("parse embedded BPF object")?;
+        let obj = aya_obj::Object::parse(self.object.bytes).context("parse embedded BPF object")?;
         self.maps
             .iter()
             .map(|desc| {

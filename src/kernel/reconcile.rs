@@ -97,12 +97,19 @@ impl KernelState {
     /// programs are not current: the caller must run a full pass instead.
     pub fn apply_additive(&self, plan: &Plan, ranks: &dyn Fn() -> Ranks, report: &mut Report) -> Result<bool> {
         let Freshness::Current(loaded) = self.freshness()? else { return Ok(false) };
-        report.map_writes += plan.write_maps(&loaded)?;
+        self.apply_loaded(&loaded, plan, ranks, report)?;
+        Ok(true)
+    }
+
+    /// Writes `plan`'s entries into the current installation `loaded` and
+    /// attaches its targets (caller holds the shared lock).
+    pub fn apply_loaded(&self, loaded: &Loaded, plan: &Plan, ranks: &dyn Fn() -> Ranks, report: &mut Report) -> Result<()> {
+        report.map_writes += plan.write_maps(loaded)?;
         crash_point("iface-after-map");
         for target in &plan.targets {
-            self.attach_target(&loaded, target, ranks, report)?;
+            self.attach_target(loaded, target, ranks, report)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Attaches every program of the subsystem to `target`, in the declared

@@ -51,6 +51,15 @@ struct RunState {
     /// The library version that loaded the programs.
     #[serde(default)]
     library_version: String,
+    /// Map name -> (type, key size, value size, capacity, flags) as loaded,
+    /// so that the `apply_iface` fast path checks the pinned maps without
+    /// parsing the object.
+    #[serde(default)]
+    maps: BTreeMap<String, [u32; 5]>,
+}
+
+fn shape(info: &MapInfo) -> [u32; 5] {
+    [info.map_type, info.key_size, info.value_size, info.max_entries, info.map_flags]
 }
 
 /// `a` is a newer version than `b` (dotted numbers; missing parts are 0).
@@ -226,6 +235,29 @@ impl KernelState {
         Ok(Some(Loaded { maps, progs }))
     }
 
+    /// For the `apply_iface` fast path: the pinned maps and programs when the
+    /// run state says that this very object loaded them (same fingerprint,
+    /// computed at build time, and schema) and the programs are the recorded
+    /// ones. No object parse and no layout check: the caller has made sure
+    /// the running config is the one the last successful full pass applied,
+    /// and that pass made the maps current (typed access still checks every
+    /// map's sizes). `None` when anything differs: the slow path decides.
+    pub fn open_recorded(&self) -> Result<Option<Loaded>> {
+        let Some(run) = self.read_run_state()? else { return Ok(None) };
+        if run.fingerprint != self.spec.object.fingerprint || run.schema_version != self.spec.schema_version {
+            return Ok(None);
+        }
+        let Some(loaded) = self.open_pins()? else { return Ok(None) };
+        let programs_recorded = loaded.progs.len() == self.spec.programs.len()
+            && loaded.progs.iter().all(|(name, p)| run.programs.get(*name) == Some(&p.id));
+        let maps_recorded = loaded.maps.len() == self.spec.maps.len()
+            && loaded.maps.iter().all(|(name, m)| run.maps.get(*name) == Some(&shape(&m.info)));
+        if !maps_recorded || !programs_recorded {
+            return Ok(None);
+        }
+        Ok(Some(loaded))
+    }
+
     /// A pinned map with its kernel info; `None` if it is not pinned.
     fn open_map_pin(&self, name: &str) -> Result<Option<LoadedMap>> {
         let path = self.map_pin(name);
@@ -277,6 +309,7 @@ impl KernelState {
             fingerprint: self.spec.fingerprint(),
             programs: loaded.progs.iter().map(|(name, p)| (name.to_string(), p.id)).collect(),
             library_version: self.library_version.clone(),
+            maps: loaded.maps.iter().map(|(name, m)| (name.to_string(), shape(&m.info))).collect(),
         };
         fsutil::private_dir(&self.run_dir)?;
         let path = self.state_file();
@@ -393,7 +426,7 @@ impl KernelState {
         for &(name, capacity) in &self.spec.capacities {
             loader.map_max_entries(name, capacity);
         }
-        let mut ebpf = loader.load(self.spec.object).context("load BPF object (verification)")?;
+        let mut ebpf = loader.load(self.spec.object.bytes).context("load BPF object (verification)")?;
         for spec in self.spec.programs {
             load_program(&mut ebpf, spec.name)?;
         }
@@ -426,7 +459,7 @@ impl KernelState {
         for &(name, capacity) in &self.spec.capacities {
             loader.map_max_entries(name, capacity);
         }
-        let mut ebpf = loader.load(self.spec.object).context("load BPF object")?;
+        let mut ebpf = loader.load(self.spec.object.bytes).context("load BPF object")?;
 
         let mut maps = BTreeMap::new();
         for (name, path) in &map_pins {

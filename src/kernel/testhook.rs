@@ -15,3 +15,17 @@ pub fn crash_point(name: &str) {
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
 pub fn crash_point(_name: &str) {}
+
+/// How often this process read the running config (feature `test-hooks`):
+/// the tests tell the `apply_iface` fast path from the slow one by it.
+#[cfg(feature = "test-hooks")]
+pub static CONFIG_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(feature = "test-hooks")]
+pub fn config_read() {
+    CONFIG_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn config_read() {}

@@ -15,8 +15,18 @@ use crate::config::MicrosegConfig;
 use crate::kernel::netdev::GuestNic;
 use crate::kernel::object::ObjectSpec;
 use crate::kernel::reconcile::Plan;
-use crate::kernel::state::KernelState;
+use crate::kernel::state::{KernelState, Loaded};
 use crate::report::{Report, Status};
+
+/// What the recorded state says about one NIC (see `plan_nic_recorded`).
+pub enum Recorded {
+    /// Nothing to do for this NIC.
+    Nothing,
+    /// Apply `plan`; `assigned` is the NIC's group mark, if it has one.
+    Plan { plan: Plan, assigned: Option<crate::config::Mark> },
+    /// The record cannot answer: the config must be read.
+    NeedConfig,
+}
 
 pub trait Subsystem: Send + Sync {
     /// The object, its maps and programs, and where its state is pinned.
@@ -41,6 +51,14 @@ pub trait Subsystem: Send + Sync {
         Ok(None)
     }
 
+    /// The NIC's share of the plan from what the last full pass recorded in
+    /// the kernel (`loaded`), for `apply_iface` while the running config is
+    /// the one that pass applied, so that its cost does not grow with the
+    /// config. A subsystem without a per-NIC share has nothing to do.
+    fn plan_nic_recorded(&self, _loaded: &Loaded, _nic: &GuestNic, _ifindex: u32) -> Result<Recorded> {
+        Ok(Recorded::Nothing)
+    }
+
     /// Adds what this subsystem enforces to `out` (SPEC section 7,
     /// `status()`), read from its kernel `state`; `cfg` is the running
     /// config if it could be read. The generic part (loaded, versions,
@@ -55,7 +73,7 @@ pub trait Subsystem: Send + Sync {
 
 /// Every subsystem, in the order passes run and locks are taken. The
 /// microseg object can be replaced (tests load variants of it).
-pub fn registry(microseg_object: &'static [u8]) -> Vec<Box<dyn Subsystem>> {
+pub fn registry(microseg_object: &'static crate::kernel::object::Embedded) -> Vec<Box<dyn Subsystem>> {
     vec![
         Box::new(vtepguard::VtepGuard::new()),
         Box::new(microseg::Policy::new(microseg_object)),

@@ -100,10 +100,10 @@ impl Sandbox {
     }
 
     pub fn microseg(&self) -> Microseg {
-        Microseg::new(self.settings.clone(), MICROSEG_OBJECT)
+        Microseg::new(self.settings.clone(), &MICROSEG_OBJECT)
     }
 
-    pub fn microseg_with(&self, object: &'static [u8]) -> Microseg {
+    pub fn microseg_with(&self, object: &'static microseg::kernel::object::Embedded) -> Microseg {
         Microseg::new(self.settings.clone(), object)
     }
 
@@ -646,7 +646,10 @@ pub fn snapshot(ms: &Microseg) -> Snapshot {
             progs.insert(p.name.to_string(), sys::prog_id(&fd).unwrap());
         }
     }
-    Snapshot { files: state_files(&ms.settings), links, rules: walk(ms, &POLICY), taps: walk(ms, &TAP_TO_GROUP), progs }
+    // The applied-config record is the library's, not kernel state: a failed
+    // pass drops it (apply_iface then reads the config) and changes nothing else.
+    let files = state_files(&ms.settings).into_iter().filter(|f| f != "run/applied-config").collect();
+    Snapshot { files, links, rules: walk(ms, &POLICY), taps: walk(ms, &TAP_TO_GROUP), progs }
 }
 
 impl Lab {

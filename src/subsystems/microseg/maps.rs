@@ -16,6 +16,12 @@ shared_struct! {
     pub struct NicValue = "nic_value" { pub mark: u16, pub flags: u16 }
 }
 
+shared_struct! {
+    /// Key of `assignments`: a guest NIC of the cluster (vmid, n of net<n>),
+    /// recorded by the full pass for `apply_iface`.
+    pub struct AssignmentKey = "assignment_key" { pub vmid: u32, pub iface: u32 }
+}
+
 /// The NIC's group is in audit mode.
 pub const NIC_F_AUDIT: u16 = 1;
 
@@ -173,6 +179,7 @@ pub static UNDERLAY_ADDRS: MapDef<AddrKey, AddrValue> = MapDef::new("underlay_ad
 /// An array: its key is the slot index (0).
 pub static TUNNEL_CONFIG: MapDef<u32, TunnelSettings> = MapDef::new("tunnel_config");
 pub static NIC_STATS: MapDef<NicKey, NicCounters> = MapDef::new("nic_stats");
+pub static ASSIGNMENTS: MapDef<AssignmentKey, NicValue> = MapDef::new("assignments");
 pub static RULE_NAMES: MapDef<u32, RuleName> = MapDef::new("rule_names");
 pub static RULE_HITS: MapDef<u32, u64> = MapDef::new("rule_hits");
 pub static EVENTS: RingDef = RingDef { name: "events" };

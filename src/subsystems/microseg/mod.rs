@@ -18,19 +18,22 @@ use crate::kernel::maps::{Counters, Entries, MapDesc, Ownership, Prune};
 use crate::kernel::netdev::{self, AddrKind, GuestNic, NicKind};
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
+use crate::kernel::state::Loaded;
 use crate::report::Report;
+use crate::subsystems::Recorded;
 
 use maps::{
-    AddrKey, AddrValue, EventSettings, NicKey, NicValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER,
+    AddrKey, AddrValue, AssignmentKey, EventSettings, ASSIGNMENTS, NicKey, NicValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER,
     EVENTS, EVENT_CONFIG, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS, PEERS, POLICY, RULE_HITS, RULE_NAMES,
     TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
 };
 
 /// The production data plane, built by `build.rs` from `bpf/microseg.bpf.c`.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/microseg.bpf.o"));
+pub static OBJECT: crate::kernel::object::Embedded = crate::embedded_object!("microseg.bpf.o");
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
-static MAPS: [&dyn MapDesc; 12] = [
+static MAPS: [&dyn MapDesc; 13] = [
+    &ASSIGNMENTS,
     &TAP_TO_GROUP,
     &POLICY,
     &FLOWS,
@@ -52,7 +55,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(object: &'static [u8]) -> Policy {
+    pub fn new(object: &'static crate::kernel::object::Embedded) -> Policy {
         Policy {
             spec: ObjectSpec {
                 name: NAME,
@@ -145,6 +148,23 @@ fn nic_entry(cfg: &MicrosegConfig, ifindex: u32, group: &crate::config::Group) -
     (NicKey { ifindex }, NicValue { mark: group.mark, flags })
 }
 
+/// One NIC's share of the plan: its counters and group entry when it is
+/// assigned (`value`), and its programs either way (pass-through when not).
+fn nic_plan(value: Option<NicValue>, nic: &GuestNic, ifindex: u32, capacities: Vec<(&'static str, u32)>) -> Plan {
+    let entries: BTreeMap<NicKey, NicValue> = value.map(|v| (NicKey { ifindex }, v)).into_iter().collect();
+    let counted = entries.keys().copied().collect();
+    Plan {
+        maps: vec![
+            // Counters exist before the group entry: every packet is counted.
+            Counters::boxed(&NIC_STATS, counted, Ownership::Additive, Some(nic_vanished)),
+            Entries::boxed_per_netdev(&TAP_TO_GROUP, entries, Ownership::Additive, nic_vanished),
+        ],
+        targets: vec![Target { name: nic.name(), ifindex }],
+        counted: 1,
+        capacities,
+    }
+}
+
 /// A tenth of a second of events may come early (a burst).
 const EVENT_BURST_NS: u64 = 100_000_000;
 
@@ -191,6 +211,15 @@ impl super::Subsystem for Policy {
         let assigned: std::collections::BTreeSet<u32> = nics.keys().map(|k| k.ifindex).collect();
         let assigned2 = assigned.clone();
         let counted_nics = nics.keys().copied().collect();
+        let [assign_capacity] = self.spec.capacities_of([ASSIGNMENTS.name])?;
+        if cfg.assignments.len() > assign_capacity {
+            bail!("microseg: {} assignments, the kernel map holds {assign_capacity}", cfg.assignments.len());
+        }
+        let recorded: BTreeMap<AssignmentKey, NicValue> = cfg
+            .assignments
+            .values()
+            .map(|a| (AssignmentKey { vmid: a.vmid, iface: a.iface }, nic_entry(cfg, 0, &cfg.groups[&a.group]).1))
+            .collect();
         Ok(Some(Plan {
             maps: vec![
                 Entries::boxed(&EVENT_CONFIG, BTreeMap::from([(0, event_settings(cfg)?)]), Ownership::Additive),
@@ -200,6 +229,7 @@ impl super::Subsystem for Policy {
                 // Counters exist before the group entry: every packet is counted.
                 Counters::boxed(&NIC_STATS, counted_nics, Ownership::Whole, None),
                 Entries::boxed(&TAP_TO_GROUP, nics, Ownership::Whole),
+                Entries::boxed(&ASSIGNMENTS, recorded, Ownership::Whole),
                 Entries::boxed(&UNDERLAY_ADDRS, underlay_addrs(cfg)?, Ownership::Whole),
                 Entries::boxed(&TUNNEL_CONFIG, BTreeMap::from([(0, tunnel_settings(cfg))]), Ownership::Additive),
             ],
@@ -216,22 +246,20 @@ impl super::Subsystem for Policy {
         if !configured(cfg) {
             return Ok(None);
         }
-        let entries: BTreeMap<NicKey, NicValue> =
-            cfg.group_of(nic.vmid, nic.iface).map(|g| nic_entry(cfg, ifindex, g)).into_iter().collect();
-        let counted = entries.keys().copied().collect();
-        Ok(Some(Plan {
-            maps: vec![
-                Counters::boxed(&NIC_STATS, counted, Ownership::Additive, Some(nic_vanished)),
-                Entries::boxed_per_netdev(&TAP_TO_GROUP, entries, Ownership::Additive, nic_vanished),
-            ],
-            targets: vec![Target { name: nic.name(), ifindex }],
-            counted: 1,
-            capacities: capacities(cfg),
-        }))
+        let value = cfg.group_of(nic.vmid, nic.iface).map(|g| nic_entry(cfg, ifindex, g).1);
+        Ok(Some(nic_plan(value, nic, ifindex, capacities(cfg))))
     }
 
     fn status(&self, state: &crate::kernel::state::KernelState, cfg: Option<&MicrosegConfig>, out: &mut crate::report::Status) -> Result<()> {
         status::status(state, cfg, out)
+    }
+
+    /// As `plan_nic`, from the assignment the full pass recorded.
+    fn plan_nic_recorded(&self, loaded: &Loaded, nic: &GuestNic, ifindex: u32) -> Result<Recorded> {
+        let key = AssignmentKey { vmid: nic.vmid, iface: nic.iface };
+        let value = loaded.map(&ASSIGNMENTS)?.get(&key)?;
+        // The capacities are those of the installed maps (the config is the applied one).
+        Ok(Recorded::Plan { plan: nic_plan(value, nic, ifindex, Vec::new()), assigned: value.map(|v| v.mark) })
     }
 
     fn count_targets(&self, report: &mut Report, targets: usize) {

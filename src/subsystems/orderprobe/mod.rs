@@ -16,7 +16,7 @@ use crate::kernel::object::{Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::shared_struct;
 
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/test-order_probe.bpf.o"));
+pub static OBJECT: crate::kernel::object::Embedded = crate::embedded_object!("test-order_probe.bpf.o");
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
 static MAPS: [&dyn MapDesc; 1] = [&PROBE_COUNTS];
@@ -40,7 +40,7 @@ impl OrderProbe {
             spec: ObjectSpec {
                 name: NAME,
                 schema_version: 1,
-                object: OBJECT,
+                object: &OBJECT,
                 maps: &MAPS,
                 // Before the policy's stamp (rank 50).
                 capacities: Vec::new(),

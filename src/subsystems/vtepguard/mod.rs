@@ -19,7 +19,7 @@ use crate::report::Report;
 use maps::{GuardConfig, Peer4Key, Peer6Key, PeerValue, GUARD_CONFIG, VTEP_PEERS, VTEP_PEERS6};
 
 /// From `bpf/vtepguard.bpf.c`.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vtepguard.bpf.o"));
+pub static OBJECT: crate::kernel::object::Embedded = crate::embedded_object!("vtepguard.bpf.o");
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
 static MAPS: [&dyn MapDesc; 3] = [&VTEP_PEERS, &VTEP_PEERS6, &GUARD_CONFIG];
@@ -34,7 +34,7 @@ impl VtepGuard {
             spec: ObjectSpec {
                 name: "vtepguard",
                 schema_version: 1,
-                object: OBJECT,
+                object: &OBJECT,
                 maps: &MAPS,
                 capacities: Vec::new(),
                 programs: &[ProgramSpec { name: "vtep_guard", hook: Hook::Ingress, rank: rank::UNDERLAY_GUARD }],
