@@ -38,13 +38,17 @@
 #ifndef MICROSEG_RULES_MAX
 #define MICROSEG_RULES_MAX (1 << 20)
 #endif
-/* Assignments of the whole cluster (not only this node's NICs). */
+/*
+ * Assignments of the whole cluster (not only this node's NICs), and rule
+ * slots (rules that decide some policy entry). Not preallocated, but a hash
+ * map's bucket array is (16 bytes per max entry): 2^17 each keeps them at
+ * about 2 MiB while holding 131,072 assignments and rules.
+ */
 #ifndef MICROSEG_ASSIGN_MAX
-#define MICROSEG_ASSIGN_MAX (1 << 20)
+#define MICROSEG_ASSIGN_MAX (1 << 17)
 #endif
-/* Rule slots (rules that decide some policy entry). */
 #ifndef MICROSEG_RULE_SLOTS
-#define MICROSEG_RULE_SLOTS (1 << 20)
+#define MICROSEG_RULE_SLOTS (1 << 17)
 #endif
 /* The events ring buffer, in bytes (a power of two of pages). */
 #ifndef MICROSEG_EVENTS_BYTES

@@ -357,12 +357,16 @@ struct BatchAttr {
 pub unsafe fn map_dump(map: BorrowedFd<'_>, key_size: usize, value_size: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut chunk = 4096usize;
-    let mut token = [0u64; 1];
+    // The batch position: a bucket index for hash maps, a whole key for the
+    // maps the kernel walks generically (LPM trie, arrays). The kernel writes
+    // and reads key_size bytes there, so the buffer holds at least a key.
+    let token_len = key_size.max(8);
+    let mut token = vec![0u8; token_len];
     let mut first = true;
     loop {
         let mut keys = vec![0u8; chunk * key_size];
         let mut values = vec![0u8; chunk * value_size];
-        let mut next = [0u64; 1];
+        let mut next = vec![0u8; token_len];
         let mut attr = BatchAttr {
             in_batch: if first { 0 } else { token.as_ptr() as u64 },
             out_batch: next.as_mut_ptr() as u64,
@@ -376,7 +380,7 @@ pub unsafe fn map_dump(map: BorrowedFd<'_>, key_size: usize, value_size: usize) 
             Ok(_) => false,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
             // One hash bucket holds more entries than fit: retry bigger.
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && chunk < 1 << 20 => {
                 chunk *= 2;
                 continue;
             }

@@ -192,8 +192,13 @@ impl super::Subsystem for Policy {
         if !configured(cfg) {
             return Ok(None);
         }
-        let [policy_capacity, capacity] = self.spec.capacities_of([POLICY.name, TAP_TO_GROUP.name])?;
+        let [policy_capacity, capacity, assign_capacity, rule_slots] =
+            self.spec.capacities_of([POLICY.name, TAP_TO_GROUP.name, ASSIGNMENTS.name, RULE_NAMES.name])?;
         let policy = resolve::resolve(cfg, policy_capacity)?;
+        let deciding: std::collections::BTreeSet<u32> = policy.entries.values().map(|v| v.rule).filter(|&r| r > 0).collect();
+        if deciding.len() > rule_slots {
+            bail!("microseg: {} rules decide the policy, the kernel's rule slots hold {rule_slots}", deciding.len());
+        }
         let mut nics = BTreeMap::new();
         let mut targets = Vec::new();
         for (nic, ifindex) in netdev::guest_nics() {
@@ -211,7 +216,6 @@ impl super::Subsystem for Policy {
         let assigned: std::collections::BTreeSet<u32> = nics.keys().map(|k| k.ifindex).collect();
         let assigned2 = assigned.clone();
         let counted_nics = nics.keys().copied().collect();
-        let [assign_capacity] = self.spec.capacities_of([ASSIGNMENTS.name])?;
         if cfg.assignments.len() > assign_capacity {
             bail!("microseg: {} assignments, the kernel map holds {assign_capacity}", cfg.assignments.len());
         }

@@ -269,7 +269,8 @@ fn pair_entries(src: Mark, dst: Mark, candidates: &[Candidate], rules: &[&Rule],
 }
 
 /// `[lo, hi]` as aligned blocks `(start, prefix bits)`.
-fn port_blocks(lo: u32, hi: u32) -> Vec<(u16, u32)> {
+/// (Public for the benchmarks, which write a port-range rule by hand.)
+pub fn port_blocks(lo: u32, hi: u32) -> Vec<(u16, u32)> {
     let mut out = Vec::new();
     let mut start = lo;
     while start <= hi {

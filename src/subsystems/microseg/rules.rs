@@ -50,9 +50,12 @@ impl MapContent for RulePolicy {
     fn write(&self, loaded: &Loaded) -> Result<usize> {
         let names = loaded.map(&RULE_NAMES)?;
         let hits = loaded.map(&RULE_HITS)?;
-        let current = names.entries()?;
-        let mut slot_of: BTreeMap<RuleName, u32> = current.iter().map(|(slot, name)| (*name, *slot)).collect();
         let (_, info) = loaded.map_raw(RULE_NAMES.name)?;
+        if self.wanted.len() > info.max_entries as usize {
+            bail!("{} rules decide the policy, the kernel's rule slots hold {}", self.wanted.len(), info.max_entries);
+        }
+        let mut current = names.entries()?;
+        let mut slot_of: BTreeMap<RuleName, u32> = current.iter().map(|(slot, name)| (*name, *slot)).collect();
         let mut next = 0u32;
         let mut written = 0;
         for name in &self.wanted {
@@ -63,7 +66,19 @@ impl MapContent for RulePolicy {
                 next += 1;
             }
             if next >= info.max_entries {
-                bail!("rule slots: {} rules named, the kernel holds {}", current.len() + 1, info.max_entries);
+                // Old and new rules together do not fit: free the slots of the
+                // old ones now (until their entries are replaced, their packets
+                // may count for the rules that take the slots), then go on.
+                for (slot, old) in current.iter().filter(|(_, n)| !self.wanted.contains(n)) {
+                    hits.remove(slot)?;
+                    names.remove(slot)?;
+                    slot_of.remove(old);
+                }
+                current = names.entries()?;
+                next = 0;
+                while current.contains_key(&next) {
+                    next += 1;
+                }
             }
             // A leftover counter of a crashed pass would start the new rule above zero.
             hits.remove(&next)?;
