@@ -410,9 +410,6 @@ fn scale_child() {
 }
 
 fn scale(rows: &mut Vec<Row>) {
-    let _host = HostNs::enter();
-    let batch: String = (0..4096).map(|i| format!("link add veth{}i0 type veth peer name p{i}\n", 1000 + i)).collect();
-    ip_batch(None, &batch);
     // Normal RCU only: a benchmark changes no host-wide setting. (With
     // 4,096 NICs the first pass attaches 8,192 links; see `plug_scale` for
     // passes that do not attach.)
@@ -427,6 +424,10 @@ fn scale(rows: &mut Vec<Row>) {
         (256, 1000, 100_000),
     ];
     for &(nics, groups, pairs) in configs {
+        // Exactly `nics` guest NICs: every guest NIC gets the programs.
+        let _host = HostNs::enter();
+        let batch: String = (0..nics).map(|i| format!("link add veth{}i0 type veth peer name p{i}\n", 1000 + i)).collect();
+        ip_batch(None, &batch);
         let sandbox = Sandbox::new("scale");
         sandbox.write_config(&scale_config(nics, groups, pairs));
         let child = Command::new(std::env::current_exe().unwrap())
