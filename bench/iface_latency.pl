@@ -28,13 +28,19 @@ sub pct {
     return $v[int($p / 100 * $#v + 0.5)];
 }
 
-my @inproc;
-for my $i (1 .. $n_inproc) {
-    my $t = time();
-    my $r = PVE::RS::SDN::Microseg::apply_iface($i % 2 ? 'veth100i0' : 'tap101i0');
-    push @inproc, (time() - $t) * 1e6;
-    die "unexpected $r" if $r ne 'enforced';
+# $n_inproc in-process calls on the two enforced NICs: each call's µs.
+sub time_apply_iface {
+    my @us;
+    for my $i (1 .. $n_inproc) {
+	my $t = time();
+	my $r = PVE::RS::SDN::Microseg::apply_iface($i % 2 ? 'veth100i0' : 'tap101i0');
+	push @us, (time() - $t) * 1e6;
+	die "unexpected $r" if $r ne 'enforced';
+    }
+    return @us;
 }
+
+my @inproc = time_apply_iface();
 # The CLI's one line of output goes to /dev/null; list-form system() execs
 # the CLI directly, with no shell in between.
 open(my $stdout, '>&', \*STDOUT) or die;
@@ -62,13 +68,7 @@ $t0 = time();
 PVE::RS::SDN::Microseg::apply_full();
 my $noop_big_ms = (time() - $t0) * 1e3;
 printf STDERR "iface_latency: apply_full %.0f ms, no-op %.0f ms\n", $full_big_ms, $noop_big_ms;
-my @big;
-for my $i (1 .. $n_inproc) {
-    my $t = time();
-    my $r = PVE::RS::SDN::Microseg::apply_iface($i % 2 ? 'veth100i0' : 'tap101i0');
-    push @big, (time() - $t) * 1e6;
-    die "unexpected $r" if $r ne 'enforced';
-}
+my @big = time_apply_iface();
 # Changed since the last full pass: the config is read (the slow path).
 write_config($big . ' ');
 my @changed;

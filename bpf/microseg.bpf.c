@@ -150,6 +150,22 @@ struct {
 	__type(value, struct policy_value);
 } policy SEC(".maps");
 
+/*
+ * Pairs decided without L4, copied from the trie by user space (see
+ * pair_key). Not preallocated; pairs beyond its capacity are decided by
+ * the trie alone, with the same result.
+ */
+#ifndef MICROSEG_PAIRS_MAX
+#define MICROSEG_PAIRS_MAX (1 << 18)
+#endif
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MICROSEG_PAIRS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pair_key);
+	__type(value, struct policy_value);
+} pair_verdicts SEC(".maps");
+
 /* The flows guests opened: bounded, least recently used evicted first. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -735,10 +751,22 @@ int microseg_stamp(struct __sk_buff *skb)
 	return MS_TCX_NEXT;
 }
 
+/* The decision of a pair that does not depend on L4; NULL: ask the trie. */
+static __always_inline struct policy_value *pair_verdict(__u32 src, __u32 dst)
+{
+	struct pair_key key = { .src = src, .dst = dst };
+
+	return bpf_map_lookup_elem(&pair_verdicts, &key);
+}
+
 /* The policy's decision for `p` from group `src` to group `dst`. */
 static __always_inline struct policy_value *decide(__u32 src, __u32 dst, const struct pkt *p)
 {
 	struct policy_key key = { .src = src, .dst = dst };
+	struct policy_value *pair = pair_verdict(src, dst);
+
+	if (pair)
+		return pair;
 
 	if (p->l3 == L3_IPV4 || p->l3 == L3_IPV6) {
 		key.proto = p->proto;
@@ -759,7 +787,10 @@ static __always_inline struct policy_value *decide(__u32 src, __u32 dst, const s
 static __always_inline int pair_allows_any(__u32 src, __u32 dst)
 {
 	struct policy_key key = { .prefixlen = PREFIX_PAIR, .src = src, .dst = dst };
-	struct policy_value *v = bpf_map_lookup_elem(&policy, &key);
+	struct policy_value *v = pair_verdict(src, dst);
+
+	if (!v)
+		v = bpf_map_lookup_elem(&policy, &key);
 
 	return v && (v->flags & POLICY_FLAG_ANY_ALLOW);
 }

@@ -10,8 +10,9 @@ use microseg::kernel::state::{KernelState, Loaded};
 use microseg::kernel::sys::{self, SkBuffCtx};
 use microseg::kernel::ringbuf::RingReader;
 use microseg::subsystems::microseg::maps::{
-    AddrKey, AddrValue, Event, EventSettings, EventState, FlowKey, NicCounters, NicKey, NicValue, TunnelSettings,
-    EVENTS, EVENT_AUDIT, EVENT_CONFIG, EVENT_DROP, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS, POLICY, REASON_RULE,
+    AddrKey, AddrValue, Event, EventSettings, EventState, FlowKey, NicCounters, NicKey, NicValue, PairKey, PolicyValue,
+    TunnelSettings, EVENTS, EVENT_AUDIT, EVENT_CONFIG, EVENT_DROP, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS,
+    PAIR_VERDICTS, POLICY, REASON_RULE,
     REASON_TUNNEL, RULE_HITS, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
 };
 use microseg::subsystems::microseg::resolve;
@@ -376,4 +377,59 @@ fn a_tunnel_packet_from_the_guest_is_blocked_counted_and_reported() {
     ring.consume(|b| events.push(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Event>()) }));
     assert_eq!(events.len(), 1);
     assert_eq!((events[0].reason, events[0].src, events[0].dport, events[0].kind), (REASON_TUNNEL, 2, 4789, EVENT_DROP));
+}
+
+#[test]
+fn a_pair_without_l4_is_decided_by_the_pair_hash_first() {
+    let p = Plane::new();
+    let pairs = p.loaded.map(&PAIR_VERDICTS).unwrap();
+    let allow = PolicyValue { verdict: 1, flags: 1, pad: 0, rule: 0 };
+    let udp_from = |src| p.to_guest(src, &eth_in().udp(v4(PEER), v4(GUEST), 40000, 9, b"x"));
+    assert_eq!(udp_from(5), DROP, "no entry anywhere");
+    pairs.set(&PairKey { src: 5, dst: 2 }, &allow).unwrap();
+    assert_eq!(udp_from(5), NEXT, "the hash alone decides");
+    assert_eq!(p.to_guest(5, &arp(mac(1), [0xff; 6], 1, PEER, GUEST)), NEXT, "resolution asks it too");
+    // Asked before the trie (user space never writes a hash entry that disagrees with the trie).
+    let deny = PolicyValue { verdict: 0, flags: 0, pad: 0, rule: 0 };
+    pairs.set(&PairKey { src: 1, dst: 2 }, &deny).unwrap();
+    assert_eq!(p.to_guest(1, &eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(40000, 80, TCP_SYN, b""))), DROP);
+}
+
+#[test]
+fn the_pair_hash_holds_exactly_the_pairs_without_l4_entries() {
+    let sandbox = Sandbox::new("pairs");
+    let ms = sandbox.microseg();
+    let config = |ssh_deny: bool| {
+        let extra = if ssh_deny { r#""ssh": {"type": "rule", "src": "a", "dst": "b", "proto": "tcp", "dport": "22", "allow": 0},"# } else { "" };
+        format!(
+            r#"{{"microseg": {{"ids": {{ {extra}
+            "a": {{"type": "group", "mark": 1}}, "b": {{"type": "group", "mark": 2}}, "c": {{"type": "group", "mark": 3}},
+            "ab": {{"type": "rule", "src": "a", "dst": "b", "allow": 1}},
+            "cb": {{"type": "rule", "src": "c", "dst": "b", "proto": "udp", "allow": 1}},
+            "ca": {{"type": "rule", "src": "c", "dst": "a", "allow": 0}} }}}}}}"#
+        )
+    };
+    let read = |ms: &Microseg| {
+        let fd = sys::obj_get(&ms.policy().map_pin(PAIR_VERDICTS.name)).unwrap();
+        let pairs = PAIR_VERDICTS.open_fd(fd.as_fd()).unwrap().entries().unwrap();
+        let fd = sys::obj_get(&ms.policy().map_pin(POLICY.name)).unwrap();
+        let trie = POLICY.open_fd(fd.as_fd()).unwrap().entries().unwrap();
+        (pairs, trie)
+    };
+    for (round, ssh) in [false, true, false].into_iter().enumerate() {
+        sandbox.write_config(&config(ssh));
+        ms.apply_full().unwrap();
+        let (pairs, trie) = read(&ms);
+        let with_l4: std::collections::BTreeSet<(u16, u16)> =
+            trie.keys().filter(|k| k.prefixlen > 32).map(|k| (k.src, k.dst)).collect();
+        let want: std::collections::BTreeMap<PairKey, PolicyValue> = trie
+            .iter()
+            .filter(|(k, _)| k.prefixlen == 32 && !with_l4.contains(&(k.src, k.dst)))
+            .map(|(k, v)| (PairKey { src: k.src, dst: k.dst }, *v))
+            .collect();
+        assert_eq!(pairs, want, "round {round}: the hash is the trie's L4-free pairs");
+        let names: Vec<(u16, u16)> = pairs.keys().map(|k| (k.src, k.dst)).collect();
+        let expect = if ssh { vec![(3, 1)] } else { vec![(1, 2), (3, 1)] };
+        assert_eq!(names, expect, "round {round}: a -> b has an L4 entry only with the ssh rule");
+    }
 }

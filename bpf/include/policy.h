@@ -64,6 +64,16 @@ struct policy_key {
 	__be16 dport;
 };
 
+/*
+ * Key of pair_verdicts: a (src, dst) pair whose decision does not depend on
+ * L4 (the trie holds only its /32 entry). Its value is that entry's: one
+ * hash probe instead of the trie walk, with the same answer.
+ */
+struct pair_key {
+	__u16 src;
+	__u16 dst;
+};
+
 #define PREFIX_PAIR 32
 #define PREFIX_PROTO 40
 #define PREFIX_PORT_FULL 64

@@ -110,6 +110,12 @@ shared_struct! {
 }
 
 shared_struct! {
+    /// Key of `pair_verdicts`: a pair decided without L4 (its value is the
+    /// trie's /32 entry for the pair).
+    pub struct PairKey = "pair_key" { pub src: u16, pub dst: u16 }
+}
+
+shared_struct! {
     /// Value of `policy`: the verdict, flags, and the deciding rule (an
     /// index into the resolved rule list, plus one; 0: none).
     pub struct PolicyValue = "policy_value" { pub verdict: u8, pub flags: u8, pub pad: u16, pub rule: u32 }
@@ -173,6 +179,7 @@ pub const VERDICT_ALLOW: u8 = 1;
 
 pub static TAP_TO_GROUP: MapDef<NicKey, NicValue> = MapDef::new("tap_to_group");
 pub static POLICY: MapDef<PolicyKey, PolicyValue> = MapDef::new("policy");
+pub static PAIR_VERDICTS: MapDef<PairKey, PolicyValue> = MapDef::new("pair_verdicts");
 pub static FLOWS: MapDef<FlowKey, FlowValue> = MapDef::new("flows");
 pub static PEERS: MapDef<PeerKey, PeerSeen> = MapDef::new("peers");
 pub static UNDERLAY_ADDRS: MapDef<AddrKey, AddrValue> = MapDef::new("underlay_addrs");

@@ -24,7 +24,7 @@ use crate::subsystems::Recorded;
 
 use maps::{
     AddrKey, AddrValue, AssignmentKey, EventSettings, ASSIGNMENTS, NicKey, NicValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER,
-    EVENTS, EVENT_CONFIG, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS, PEERS, POLICY, RULE_HITS, RULE_NAMES,
+    EVENTS, EVENT_CONFIG, PAIR_VERDICTS, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS, PEERS, POLICY, RULE_HITS, RULE_NAMES,
     TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
 };
 
@@ -32,8 +32,9 @@ use maps::{
 pub static OBJECT: crate::kernel::object::Embedded = crate::embedded_object!("microseg.bpf.o");
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
-static MAPS: [&dyn MapDesc; 13] = [
+static MAPS: [&dyn MapDesc; 14] = [
     &ASSIGNMENTS,
+    &PAIR_VERDICTS,
     &TAP_TO_GROUP,
     &POLICY,
     &FLOWS,

@@ -7,6 +7,12 @@
 //! slots of rules that stay, gives new rules slots no entry refers to yet
 //! (their counters created zeroed before any entry points at them), and
 //! frees the slots of vanished rules only after their entries are gone.
+//!
+//! Pairs whose decision does not depend on L4 (the trie holds only their /32
+//! entry) are copied into the hash `pair_verdicts`, which the data plane asks
+//! first. Its entries that the new policy no longer has are deleted before
+//! the trie changes (the old trie then answers as they did), its new ones
+//! written after: the hash never answers other than the trie beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +21,7 @@ use anyhow::{bail, Result};
 use crate::kernel::maps::{Entries, MapContent, Ownership};
 use crate::kernel::state::Loaded;
 
-use super::maps::{PolicyKey, PolicyValue, RuleName, POLICY, RULE_HITS, RULE_NAMES};
+use super::maps::{PairKey, PolicyKey, PolicyValue, RuleName, PAIR_VERDICTS, POLICY, RULE_HITS, RULE_NAMES};
 use super::resolve;
 
 pub struct RulePolicy {
@@ -32,6 +38,22 @@ impl RulePolicy {
         let wanted = policy.entries.values().filter(|v| v.rule > 0).map(|v| rules[(v.rule - 1) as usize]).collect();
         Box::new(RulePolicy { entries: policy.entries, wanted, rules })
     }
+}
+
+/// The pairs of `entries` decided without L4 (only their /32 entry), at
+/// most as many as `pair_verdicts` holds (the others stay with the trie).
+fn pure_pairs(entries: &BTreeMap<PolicyKey, PolicyValue>, loaded: &Loaded) -> Result<BTreeMap<PairKey, PolicyValue>> {
+    let (_, info) = loaded.map_raw(PAIR_VERDICTS.name)?;
+    let mut with_l4 = BTreeSet::new();
+    for k in entries.keys().filter(|k| k.prefixlen > resolve::PREFIX_PAIR) {
+        with_l4.insert((k.src, k.dst));
+    }
+    Ok(entries
+        .iter()
+        .filter(|(k, _)| k.prefixlen == resolve::PREFIX_PAIR && !with_l4.contains(&(k.src, k.dst)))
+        .map(|(k, v)| (PairKey { src: k.src, dst: k.dst }, *v))
+        .take(info.max_entries as usize)
+        .collect())
 }
 
 /// The slot of every named rule in the kernel.
@@ -96,12 +118,23 @@ impl MapContent for RulePolicy {
                 (*k, PolicyValue { rule, ..*v })
             })
             .collect();
+        let pairs = pure_pairs(&translated, loaded)?;
+        let pair_map = loaded.map(&PAIR_VERDICTS)?;
+        // A pair whose entry the new policy drops or changes leaves the hash
+        // now: until the trie below is written, the old trie answers for it.
+        let stale: Vec<PairKey> =
+            pair_map.entries()?.into_iter().filter(|(k, v)| pairs.get(k) != Some(v)).map(|(k, _)| k).collect();
+        pair_map.remove_all(&stale)?;
         let (fd, info) = loaded.map_raw(POLICY.name)?;
         let policy = Entries { def: &POLICY, entries: translated, ownership: Ownership::Whole, vanished: None };
-        Ok(written + policy.write_to(fd, info)?)
+        written += policy.write_to(fd, info)?;
+        let (fd, info) = loaded.map_raw(PAIR_VERDICTS.name)?;
+        let pairs = Entries { def: &PAIR_VERDICTS, entries: pairs, ownership: Ownership::Whole, vanished: None };
+        Ok(written + stale.len() + pairs.write_to(fd, info)?)
     }
 
     /// Stale entries first, then the slots no entry refers to any more.
+    /// (Stale pair entries went before the trie changed.)
     fn delete_stale(&self, loaded: &Loaded) -> Result<usize> {
         let deleted = loaded.map(&POLICY)?.delete_unless(|k| self.entries.contains_key(k))?;
         let names = loaded.map(&RULE_NAMES)?;
