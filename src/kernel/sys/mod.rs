@@ -285,8 +285,30 @@ pub unsafe fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> i
 /// # Safety
 /// `key` and `value` must be at least the map's key and value sizes.
 pub unsafe fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
-    let mut attr = elem_attr(map, key.as_ptr(), value.as_ptr() as u64, BPF_ANY);
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+    retry_enomem(|| {
+        let mut attr = elem_attr(map, key.as_ptr(), value.as_ptr() as u64, BPF_ANY);
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+    })
+}
+
+/// How often an update that found no free element is retried, 1 ms apart.
+const ENOMEM_RETRIES: u32 = 200;
+
+/// A map that is not preallocated takes its elements from a per-CPU cache
+/// the kernel refills asynchronously, so a burst of creations from user
+/// space can find it empty for a moment (ENOMEM). Retried briefly (at most
+/// about 200 ms), then the error stands.
+fn retry_enomem<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut attempts = 0;
+    loop {
+        match f() {
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && attempts < ENOMEM_RETRIES => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Creates `key` unless it exists (`BPF_NOEXIST`); `false` if it existed.
@@ -295,12 +317,14 @@ pub unsafe fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::R
 /// `key` and `value` must be at least the map's key and value sizes (for a
 /// per-CPU map, the value size rounded up to 8 times the possible CPUs).
 pub unsafe fn map_create_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<bool> {
-    let mut attr = elem_attr(map, key.as_ptr(), value.as_ptr() as u64, BPF_NOEXIST);
-    match bpf(BPF_MAP_UPDATE_ELEM, &mut attr) {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-        Err(e) => Err(e),
-    }
+    retry_enomem(|| {
+        let mut attr = elem_attr(map, key.as_ptr(), value.as_ptr() as u64, BPF_NOEXIST);
+        match bpf(BPF_MAP_UPDATE_ELEM, &mut attr) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    })
 }
 
 /// Deletes `key`; `false` if it was not there.
@@ -408,14 +432,29 @@ pub unsafe fn map_update_batch(map: BorrowedFd<'_>, keys: &[u8], values: &[u8], 
     if count == 0 {
         return Ok(());
     }
-    let mut attr = BatchAttr {
-        keys: keys.as_ptr() as u64,
-        values: values.as_ptr() as u64,
-        count: count as u32,
-        map_fd: map.as_raw_fd() as u32,
-        ..Default::default()
-    };
-    bpf(BPF_MAP_UPDATE_BATCH, &mut attr).map(drop)
+    let (key_size, value_size) = (keys.len() / count, values.len() / count);
+    // On ENOMEM (see retry_enomem) the kernel reports how many it wrote: go
+    // on from there.
+    let mut done = 0;
+    let mut attempts = 0;
+    loop {
+        let mut attr = BatchAttr {
+            keys: keys[done * key_size..].as_ptr() as u64,
+            values: values[done * value_size..].as_ptr() as u64,
+            count: (count - done) as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        match bpf(BPF_MAP_UPDATE_BATCH, &mut attr) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && attempts < ENOMEM_RETRIES => {
+                done += (attr.count as usize).min(count - done);
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Deletes all `keys` (`BPF_MAP_DELETE_BATCH`); every key must exist.
