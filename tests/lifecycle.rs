@@ -41,6 +41,28 @@ fn link_ids(s: &Snapshot) -> BTreeMap<String, u32> {
     s.links.iter().map(|(k, v)| (k.clone(), v.0)).collect()
 }
 
+/// Calls `send` every 100 µs (at least 2,000 times) from another thread
+/// while a full pass with the code-only variant swaps the programs under it;
+/// returns that pass's report and how many times `send` ran.
+fn swap_while_sending(sandbox: &Sandbox, mut send: impl FnMut() + Send + 'static) -> (microseg::Report, u64) {
+    let sending = Arc::new(AtomicBool::new(true));
+    let flag = sending.clone();
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        while flag.load(Ordering::Relaxed) || sent < 2000 {
+            send();
+            sent += 1;
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let report = sandbox.microseg_with(&MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    sending.store(false, Ordering::Relaxed);
+    (report, sender.join().unwrap())
+}
+
 #[test]
 fn code_change_swaps_programs_under_traffic_without_loss_or_leak() {
     let sandbox = Sandbox::new("swap");
@@ -53,7 +75,6 @@ fn code_change_swaps_programs_under_traffic_without_loss_or_leak() {
     let (a, c, b) = (lab.socket("veth101i0"), lab.socket("veth103i0"), lab.socket("veth102i0"));
     b.set_nonblocking(false).unwrap();
     b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    let sending = Arc::new(AtomicBool::new(true));
     let receiver = std::thread::spawn(move || {
         let (mut from_a, mut from_c) = (0u64, 0u64);
         let mut buf = [0u8; 64];
@@ -66,23 +87,10 @@ fn code_change_swaps_programs_under_traffic_without_loss_or_leak() {
         }
         (from_a, from_c)
     });
-    let flag = sending.clone();
-    let sender = std::thread::spawn(move || {
-        let mut sent = 0u64;
-        while flag.load(Ordering::Relaxed) || sent < 2000 {
-            a.send_to(b"a", to_b).unwrap();
-            c.send_to(b"c", to_b).unwrap();
-            sent += 1;
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        sent
+    let (report, sent) = swap_while_sending(&sandbox, move || {
+        a.send_to(b"a", to_b).unwrap();
+        c.send_to(b"c", to_b).unwrap();
     });
-
-    std::thread::sleep(Duration::from_millis(200));
-    let report = sandbox.microseg_with(&MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    sending.store(false, Ordering::Relaxed);
-    let sent = sender.join().unwrap();
     let (from_a, from_c) = receiver.join().unwrap();
 
     assert!(report.loaded, "the new object was not loaded");
@@ -240,8 +248,6 @@ fn a_code_swap_keeps_established_flows() {
             b.send_to(&buf[..n], from).unwrap();
         }
     });
-    let sending = Arc::new(AtomicBool::new(true));
-    let flag = sending.clone();
     let a_rx = a.try_clone().unwrap();
     let receiver = std::thread::spawn(move || {
         let (mut replies, mut unasked) = (0u64, 0u64);
@@ -255,21 +261,10 @@ fn a_code_swap_keeps_established_flows() {
         }
         (replies, unasked)
     });
-    let sender = std::thread::spawn(move || {
-        let mut sent = 0u64;
-        while flag.load(Ordering::Relaxed) || sent < 2000 {
-            a.send_to(b"q", SocketAddrV4::new(ip_b, PORT)).unwrap();
-            c.send_to(b"c", a_addr).unwrap();
-            sent += 1;
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        sent
+    let (report, sent) = swap_while_sending(&sandbox, move || {
+        a.send_to(b"q", SocketAddrV4::new(ip_b, PORT)).unwrap();
+        c.send_to(b"c", a_addr).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(200));
-    let report = sandbox.microseg_with(&MICROSEG_TEST_CODE_OBJECT).apply_full().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    sending.store(false, Ordering::Relaxed);
-    let sent = sender.join().unwrap();
     let (replies, unasked) = receiver.join().unwrap();
     echo.join().unwrap();
     assert!(report.loaded, "the new object was not loaded");

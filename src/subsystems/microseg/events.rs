@@ -10,12 +10,13 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
 use crate::config::{policy, MicrosegConfig};
+use crate::kernel::maps::TypedMap;
 use crate::kernel::ringbuf::RingReader;
 use crate::kernel::state::KernelState;
 use crate::kernel::{netdev, sys};
 
 use super::maps::{
-    Event, EVENTS, EVENT_AUDIT, EVENT_L3_ARP, EVENT_L3_IPV4, EVENT_L3_IPV6, REASON_NO_RULE, REASON_RESOLUTION,
+    Event, RuleName, EVENTS, EVENT_AUDIT, EVENT_L3_ARP, EVENT_L3_IPV4, EVENT_L3_IPV6, REASON_NO_RULE, REASON_RESOLUTION,
     REASON_RULE, REASON_TUNNEL, RULE_NAMES,
 };
 
@@ -216,7 +217,9 @@ pub fn monitor(
             // (After a reinstall the new ring holds only new events.)
             reader.skip_backlog();
         }
-        let rule_names = sys::obj_get(&state.map_pin(RULE_NAMES.name)).ok();
+        // Opened (and its sizes checked) once per ring, not per event.
+        let names_fd = sys::obj_get(&state.map_pin(RULE_NAMES.name)).ok();
+        let rule_names = names_fd.as_ref().and_then(|fd| RULE_NAMES.open_fd(std::os::fd::AsFd::as_fd(fd)).ok());
         loop {
             let offset = clock_offset();
             let mut stop = false;
@@ -264,7 +267,7 @@ fn parse_event(bytes: &[u8]) -> Option<Event> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
-fn rule_name(map: Option<&std::os::fd::OwnedFd>, slot: u32) -> String {
-    let name = map.and_then(|fd| RULE_NAMES.open_fd(std::os::fd::AsFd::as_fd(fd)).ok()?.get(&slot).ok().flatten());
+fn rule_name(map: Option<&TypedMap<'_, u32, RuleName>>, slot: u32) -> String {
+    let name = map.and_then(|m| m.get(&slot).ok().flatten());
     name.map_or_else(|| format!("slot {slot}"), |n| n.as_string())
 }

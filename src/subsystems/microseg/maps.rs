@@ -48,6 +48,15 @@ impl std::ops::AddAssign for NicCounters {
     }
 }
 
+/// Sums per-CPU limiter states (the counts; `tat` is per CPU and not summed).
+impl std::ops::AddAssign for EventState {
+    fn add_assign(&mut self, o: EventState) {
+        self.emitted += o.emitted;
+        self.suppressed += o.suppressed;
+        self.lost += o.lost;
+    }
+}
+
 pub const RULE_NAME_LEN: usize = 64;
 
 shared_struct! {

@@ -144,9 +144,9 @@ fn nic_vanished(key: &NicKey) -> bool {
     netdev::name_of(key.ifindex).is_none()
 }
 
-fn nic_entry(cfg: &MicrosegConfig, ifindex: u32, group: &crate::config::Group) -> (NicKey, NicValue) {
-    let flags = if cfg.audit(&group.id) { NIC_F_AUDIT } else { 0 };
-    (NicKey { ifindex }, NicValue { mark: group.mark, flags })
+/// The group entry a NIC of `group` gets: its mark, and the audit flag.
+fn nic_value(cfg: &MicrosegConfig, group: &crate::config::Group) -> NicValue {
+    NicValue { mark: group.mark, flags: if cfg.audit(&group.id) { NIC_F_AUDIT } else { 0 } }
 }
 
 /// One NIC's share of the plan: its counters and group entry when it is
@@ -204,8 +204,7 @@ impl super::Subsystem for Policy {
         let mut targets = Vec::new();
         for (nic, ifindex) in netdev::guest_nics() {
             if let Some(group) = cfg.group_of(nic.vmid, nic.iface) {
-                let (k, v) = nic_entry(cfg, ifindex, group);
-                nics.insert(k, v);
+                nics.insert(NicKey { ifindex }, nic_value(cfg, group));
             }
             targets.push(Target { name: nic.name(), ifindex });
         }
@@ -223,7 +222,7 @@ impl super::Subsystem for Policy {
         let recorded: BTreeMap<AssignmentKey, NicValue> = cfg
             .assignments
             .values()
-            .map(|a| (AssignmentKey { vmid: a.vmid, iface: a.iface }, nic_entry(cfg, 0, &cfg.groups[&a.group]).1))
+            .map(|a| (AssignmentKey { vmid: a.vmid, iface: a.iface }, nic_value(cfg, &cfg.groups[&a.group])))
             .collect();
         Ok(Some(Plan {
             maps: vec![
@@ -251,7 +250,7 @@ impl super::Subsystem for Policy {
         if !configured(cfg) {
             return Ok(None);
         }
-        let value = cfg.group_of(nic.vmid, nic.iface).map(|g| nic_entry(cfg, ifindex, g).1);
+        let value = cfg.group_of(nic.vmid, nic.iface).map(|g| nic_value(cfg, g));
         Ok(Some(nic_plan(value, nic, ifindex, capacities(cfg))))
     }
 

@@ -28,14 +28,6 @@ fn summed<V: Copy + Default + std::ops::AddAssign>(values: Option<Vec<V>>) -> V 
     total
 }
 
-impl std::ops::AddAssign for EventState {
-    fn add_assign(&mut self, o: EventState) {
-        self.emitted += o.emitted;
-        self.suppressed += o.suppressed;
-        self.lost += o.lost;
-    }
-}
-
 /// Whether the programs of `state` are attached, as links, to `ifindex`.
 fn attached(state: &KernelState, loaded: &Loaded, ifindex: u32) -> bool {
     state.spec.programs.iter().all(|p| {
