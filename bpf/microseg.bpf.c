@@ -26,6 +26,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "include/events.h"
+#include "include/fib.h"
 #include "include/mark.h"
 #include "include/parse.h"
 #include "include/policy.h"
@@ -302,7 +303,13 @@ static __always_inline int guest_tunnel_forbidden(struct __sk_buff *skb)
 			return 1;
 		__builtin_memcpy(dst.addr, &ip6->daddr, sizeof(dst.addr));
 		__builtin_memcpy(src.addr, &ip6->saddr, sizeof(src.addr));
-		return node_bound(&dst) || forged_source(&src);
+		if (node_bound(&dst) || forged_source(&src))
+			return 1;
+		/* A SID of this node (a seg6local route) decapsulates what it is
+		 * sent without being a local address. Only that answer counts:
+		 * without IPv6 forwarding the FIB cannot tell the node from a
+		 * guest on the bridge (see the README). */
+		return fib_lookup6(skb, skb->ifindex, &ip6->daddr) == BPF_FIB_LKUP_RET_UNSUPP_LWT;
 	}
 	return 0;
 }

@@ -20,6 +20,8 @@ pub struct Report {
     pub nics: usize,
     /// Underlay interfaces with the VTEP guard after the pass.
     pub guarded: usize,
+    /// Underlay interfaces carrying the group in SRv6 after the pass.
+    pub srv6: usize,
 }
 
 impl Report {
@@ -145,6 +147,19 @@ pub struct UnderlayStatus {
     pub interfaces: BTreeMap<String, Vec<String>>,
     /// The peers the guard admits.
     pub peers: Vec<String>,
-    /// Carrier counters (packets).
+    /// The SRv6 carrier.
+    pub srv6: Srv6Status,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Srv6Status {
+    /// Interfaces that carry both of the carrier's programs.
+    pub carrying: Vec<String>,
+    /// The peers whose SRv6 is accepted and whose tag is restored.
+    pub peers: Vec<String>,
+    /// Packets: `tagged` (sent with the group in the tag), `restored`
+    /// (received from a peer, the group set from the tag), `transit` (a
+    /// peer's, for another node), `dropped` (from a non-peer), `invalid`
+    /// (a header that does not add up, or hidden behind too many tags).
     pub counters: BTreeMap<String, u64>,
 }

@@ -8,6 +8,7 @@
 #ifndef PVE_EBPF_MARK_H
 #define PVE_EBPF_MARK_H
 
+#include <linux/bpf.h>
 #include <linux/types.h>
 
 #define MS_GROUP_MASK 0xffffU
@@ -21,6 +22,21 @@ static __always_inline __u32 mark_group(__u32 mark)
 static __always_inline __u32 mark_with_group(__u32 mark, __u32 group)
 {
 	return (mark & ~MS_GROUP_MASK) | (group & MS_GROUP_MASK);
+}
+
+/*
+ * skb->mark read and written as one 32-bit access. When only one half of
+ * it changes, clang narrows the access to 16 bits, which the verifier
+ * refuses for the context; volatile keeps it whole.
+ */
+static __always_inline __u32 skb_mark(const struct __sk_buff *skb)
+{
+	return *(volatile const __u32 *)&skb->mark;
+}
+
+static __always_inline void skb_set_mark(struct __sk_buff *skb, __u32 mark)
+{
+	*(volatile __u32 *)&skb->mark = mark;
 }
 
 #endif

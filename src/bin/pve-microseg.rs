@@ -182,6 +182,16 @@ fn status_text(s: &Status) -> String {
             if u.peers.is_empty() { "-".to_string() } else { u.peers.join(" ") }
         ));
     }
+    let v = &u.srv6;
+    if !v.carrying.is_empty() || !v.peers.is_empty() {
+        let c: Vec<String> = v.counters.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        out.push(format!(
+            "srv6: carrying {}; peers {}; {}",
+            if v.carrying.is_empty() { "-".to_string() } else { v.carrying.join(" ") },
+            if v.peers.is_empty() { "-".to_string() } else { v.peers.join(" ") },
+            c.join(" ")
+        ));
+    }
     for w in &s.warnings {
         out.push(format!("warning: {w}"));
     }

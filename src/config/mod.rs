@@ -13,6 +13,7 @@ pub mod policy;
 pub mod underlay;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use policy::{validate, Assignment, Group, Rule, L4};
-pub use underlay::VtepGuard;
+pub use underlay::{Srv6, VtepGuard};
 
 /// A group mark: 1..=65535. Mark 0 is the unstamped group and never configured.
 pub type Mark = u16;
@@ -33,6 +34,8 @@ pub struct MicrosegConfig {
     pub rules: BTreeMap<String, Rule>,
     pub assignments: BTreeMap<String, Assignment>,
     pub guard: Option<VtepGuard>,
+    /// The SRv6 carrier, if configured.
+    pub srv6: Option<Srv6>,
     /// The `options` section, if any (see [`MicrosegConfig::ct_max`]).
     pub options: Option<options::Options>,
     /// The VTEP peers of every VXLAN zone: addresses a guest may never claim.
@@ -56,6 +59,7 @@ impl MicrosegConfig {
             && self.rules.is_empty()
             && self.assignments.is_empty()
             && self.guard.is_none()
+            && self.srv6.is_none()
             && self.options.is_none()
             && self.other.is_empty()
     }
@@ -158,8 +162,12 @@ pub fn parse(text: &[u8]) -> Result<MicrosegConfig> {
     cfg.zone_peers = underlay::vxlan_zone_peers(zones.as_ref(), &mut cfg.warnings);
     let vnets = doc.vnets.and_then(|v| serde_json::from_value::<SectionMap>(v).ok());
     cfg.vxlan_vnets = underlay::vxlan_vnets(zones.as_ref(), vnets.as_ref());
+    // The guard admits the SRv6 carrier's peers as well: both name the
+    // cluster's nodes on the underlay.
+    let srv6_peers = cfg.srv6.iter().flat_map(|s| s.peers.iter().map(|&p| IpAddr::V6(p)));
+    let extra: Vec<IpAddr> = cfg.zone_peers.iter().copied().chain(srv6_peers).collect();
     if let Some(guard) = &mut cfg.guard {
-        guard.peers.extend(cfg.zone_peers.iter().copied());
+        guard.peers.extend(extra);
     }
     validate(&cfg)?;
     Ok(cfg)
@@ -177,6 +185,7 @@ fn parse_section(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<(
         Some("rule") => policy::parse_rule(cfg, id, value),
         Some("assignment") => policy::parse_assignment(cfg, id, value),
         Some("vtep-guard") => underlay::parse_guard(cfg, id, value),
+        Some("srv6") => underlay::parse_srv6(cfg, id, value),
         Some("options") => options::parse_options(cfg, id, value),
         Some(other) => {
             cfg.other.insert(id, (other.to_string(), value));
@@ -361,6 +370,36 @@ mod tests {
         let peers: Vec<String> = g.peers.iter().map(|p| p.to_string()).collect();
         assert_eq!(peers, ["192.0.2.1", "192.0.2.2", "198.51.100.7", "2001:db8::1"]);
         assert!(!cfg.groups.is_empty() || cfg.rules.is_empty());
+    }
+
+    #[test]
+    fn srv6_section_and_its_peers_in_the_guard() {
+        let text = r#"{"microseg": {"ids": {
+            "s": {"type": "srv6", "ifaces": "eno1 eno2", "peers": "fc00:b::1,fc00:c::1", "color": 1},
+            "g": {"type": "vtep-guard", "ifaces": "eno1", "peers": "192.0.2.7"}}}}"#;
+        let cfg = parse(text.as_bytes()).unwrap();
+        let s = cfg.srv6.clone().unwrap();
+        assert_eq!(s.ifaces, ["eno1", "eno2"]);
+        let peers: Vec<String> = s.peers.iter().map(|p| p.to_string()).collect();
+        assert_eq!(peers, ["fc00:b::1", "fc00:c::1"]);
+        let guard: Vec<String> = cfg.guard.as_ref().unwrap().peers.iter().map(|p| p.to_string()).collect();
+        assert_eq!(guard, ["192.0.2.7", "fc00:b::1", "fc00:c::1"], "the guard admits the carrier's peers");
+        assert_eq!(cfg.warnings, ["microseg srv6 's': unknown field 'color' ignored"]);
+        assert!(!cfg.is_empty());
+    }
+
+    #[test]
+    fn srv6_errors() {
+        assert_eq!(err(r#""s": {"type": "srv6", "ifaces": ""}"#), "microseg srv6 's': ifaces lists no interface");
+        assert_eq!(
+            err(r#""s": {"type": "srv6", "ifaces": "eth0", "peers": "192.0.2.1"}"#),
+            "microseg srv6 's': peer '192.0.2.1' is not an IPv6 address"
+        );
+        assert_eq!(err(r#""s": {"type": "srv6", "ifaces": "a/b"}"#), "microseg srv6 's': 'a/b' is not an interface name");
+        assert_eq!(
+            err(r#""s": {"type": "srv6", "ifaces": "a"}, "t": {"type": "srv6", "ifaces": "b"}"#),
+            "microseg srv6 't': only one srv6 section is allowed, 's' is one"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! Section family of the underlay: `vtep-guard` (SPEC section 5), with the
-//! peers of every VXLAN zone.
+//! Section family of the underlay: `vtep-guard` and `srv6` (SPEC section
+//! 5), with the peers of every VXLAN zone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use anyhow::{bail, Result};
 use serde::Deserialize;
@@ -40,14 +40,7 @@ pub(crate) fn parse_guard(cfg: &mut MicrosegConfig, id: String, value: Value) ->
     if let Some(first) = &cfg.guard {
         bail!("microseg vtep-guard '{id}': only one vtep-guard section is allowed, '{}' is one", first.id);
     }
-    if s.ifaces.is_empty() {
-        bail!("microseg vtep-guard '{id}': ifaces lists no interface");
-    }
-    for iface in &s.ifaces {
-        if iface.len() > 15 || iface.contains(['/', ':']) || iface == "." || iface == ".." {
-            bail!("microseg vtep-guard '{id}': '{iface}' is not an interface name");
-        }
-    }
+    check_ifaces(&id, "vtep-guard", &s.ifaces)?;
     let port = match s.port {
         None => 4789,
         Some(p) if (1..=65535).contains(&p) => p as u16,
@@ -61,6 +54,59 @@ pub(crate) fn parse_guard(cfg: &mut MicrosegConfig, id: String, value: Value) ->
         peers.insert(addr);
     }
     cfg.guard = Some(VtepGuard { id, ifaces: s.ifaces, port, peers });
+    Ok(())
+}
+
+/// Underlay interface names: at least one, each a possible netdev name.
+fn check_ifaces(id: &str, ty: &str, ifaces: &[String]) -> Result<()> {
+    if ifaces.is_empty() {
+        bail!("microseg {ty} '{id}': ifaces lists no interface");
+    }
+    for iface in ifaces {
+        if iface.len() > 15 || iface.contains(['/', ':']) || iface == "." || iface == ".." {
+            bail!("microseg {ty} '{id}': '{iface}' is not an interface name");
+        }
+    }
+    Ok(())
+}
+
+/// The SRv6 carrier (section type `srv6`): on `ifaces` the group is written
+/// into the segment routing header's tag of the SRv6 packets this node
+/// encapsulates, and restored from it on SRv6 from `peers` (the outer
+/// source addresses of the other nodes' SRv6 encapsulation, `ip sr
+/// tunsrc`); SRv6 from anyone else is dropped there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Srv6 {
+    pub id: String,
+    pub ifaces: Vec<String>,
+    pub peers: BTreeSet<Ipv6Addr>,
+}
+
+#[derive(Deserialize)]
+struct Srv6Section {
+    #[serde(deserialize_with = "perl_string_list")]
+    ifaces: Vec<String>,
+    #[serde(default, deserialize_with = "perl_string_list")]
+    peers: Vec<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+pub(crate) fn parse_srv6(cfg: &mut MicrosegConfig, id: String, value: Value) -> Result<()> {
+    let s: Srv6Section = section_from(&id, "srv6", value)?;
+    warn_unknown(cfg, &id, "srv6", &s.other);
+    if let Some(first) = &cfg.srv6 {
+        bail!("microseg srv6 '{id}': only one srv6 section is allowed, '{}' is one", first.id);
+    }
+    check_ifaces(&id, "srv6", &s.ifaces)?;
+    let mut peers = BTreeSet::new();
+    for p in &s.peers {
+        let addr = p
+            .parse::<Ipv6Addr>()
+            .map_err(|_| anyhow::anyhow!("microseg srv6 '{id}': peer '{p}' is not an IPv6 address"))?;
+        peers.insert(addr);
+    }
+    cfg.srv6 = Some(Srv6 { id, ifaces: s.ifaces, peers });
     Ok(())
 }
 

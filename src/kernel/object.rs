@@ -38,6 +38,8 @@ impl Hook {
 /// before them (counting, carriers restoring the mark) is seen by them.
 pub mod rank {
     pub const UNDERLAY_GUARD: u8 = 10;
+    /// After the guard: what the carrier trusts has been vetted.
+    pub const CARRIER: u8 = 20;
     pub const POLICY: u8 = 50;
 }
 

@@ -7,6 +7,7 @@
 pub mod microseg;
 #[cfg(feature = "test-hooks")]
 pub mod orderprobe;
+pub mod srv6;
 pub mod vtepguard;
 
 use anyhow::Result;
@@ -76,6 +77,7 @@ pub trait Subsystem: Send + Sync {
 pub fn registry(microseg_object: &'static crate::kernel::object::Embedded) -> Vec<Box<dyn Subsystem>> {
     vec![
         Box::new(vtepguard::VtepGuard::new()),
+        Box::new(srv6::Srv6::new()),
         Box::new(microseg::Policy::new(microseg_object)),
         #[cfg(feature = "test-hooks")]
         Box::new(orderprobe::OrderProbe::new()),

@@ -515,22 +515,28 @@ impl SkBuffCtx {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TestRun {
     /// The program's return value, as the tc hook would see it.
     pub retval: i32,
     /// Average nanoseconds per run, as the kernel measured it.
     pub duration_ns: u32,
     pub ctx_out: SkBuffCtx,
+    /// The packet as the program left it.
+    pub data_out: Vec<u8>,
 }
 
 /// Runs a tc program on `packet` with `ctx` (`BPF_PROG_TEST_RUN`), `repeat` times.
 pub fn prog_test_run(prog: BorrowedFd<'_>, packet: &[u8], ctx: &SkBuffCtx, repeat: u32) -> io::Result<TestRun> {
     let mut ctx_out = SkBuffCtx { bytes: [0; 192] };
+    // Room for what a program may push in front of the packet.
+    let mut data_out = vec![0u8; packet.len() + 256];
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: packet.len() as u32,
         data_in: packet.as_ptr() as u64,
+        data_size_out: data_out.len() as u32,
+        data_out: data_out.as_mut_ptr() as u64,
         repeat,
         ctx_size_in: std::mem::size_of::<SkBuffCtx>() as u32,
         ctx_size_out: std::mem::size_of::<SkBuffCtx>() as u32,
@@ -539,7 +545,8 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, packet: &[u8], ctx: &SkBuffCtx, repea
         ..Default::default()
     };
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    Ok(TestRun { retval: attr.retval as i32, duration_ns: attr.duration, ctx_out })
+    data_out.truncate((attr.data_size_out as usize).min(data_out.len()));
+    Ok(TestRun { retval: attr.retval as i32, duration_ns: attr.duration, ctx_out, data_out })
 }
 
 #[repr(C)]

@@ -94,7 +94,7 @@ pub fn nic_names(a: &Assignment) -> impl Iterator<Item = String> + '_ {
 }
 
 /// The node's addresses and its subnets' broadcasts (read now, at every
-/// full pass) and the VTEP peers, which no guest may aim a tunnel at or
+/// full pass) and the VTEP and SRv6 peers, which no guest may aim a tunnel at or
 /// claim as its source.
 fn underlay_addrs(cfg: &MicrosegConfig) -> Result<BTreeMap<AddrKey, AddrValue>> {
     let key = |a: IpAddr| AddrKey {
@@ -104,8 +104,9 @@ fn underlay_addrs(cfg: &MicrosegConfig) -> Result<BTreeMap<AddrKey, AddrValue>> 
         },
     };
     let mut out = BTreeMap::new();
-    let peers = cfg.zone_peers.iter().chain(cfg.guard.iter().flat_map(|g| g.peers.iter()));
-    for &peer in peers {
+    let srv6_peers = cfg.srv6.iter().flat_map(|s| s.peers.iter().map(|&p| IpAddr::V6(p)));
+    let peers = cfg.zone_peers.iter().chain(cfg.guard.iter().flat_map(|g| g.peers.iter())).copied().chain(srv6_peers);
+    for peer in peers {
         out.insert(key(peer), AddrValue { kind: ADDR_PEER });
     }
     // The node's own addresses win over a peer entry for the same address.
