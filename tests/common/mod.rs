@@ -219,7 +219,7 @@ pub fn mac(host: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, host]
 }
 
-fn mac_str(m: [u8; 6]) -> String {
+pub fn mac_str(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 

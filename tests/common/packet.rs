@@ -133,6 +133,13 @@ pub fn srh(segment: std::net::Ipv6Addr) -> (u8, Vec<u8>) {
     h.extend_from_slice(&segment.octets());
     (43, h)
 }
+/// A segment routing header with one segment and `tag`, as the kernel's
+/// `mode encap` writes it (segments left 0).
+pub fn srh_tagged(segment: std::net::Ipv6Addr, tag: u16) -> (u8, Vec<u8>) {
+    let (code, mut h) = srh(segment);
+    h[6..8].copy_from_slice(&tag.to_be_bytes());
+    (code, h)
+}
 /// A fragment header with `offset` (in 8-byte units) and the M flag.
 pub fn fragment(offset: u16, more: bool) -> (u8, Vec<u8>) {
     let v = (offset << 3) | u16::from(more);
