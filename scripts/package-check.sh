@@ -52,7 +52,8 @@ cat > "$work/running-config" <<'JSON'
    "g": {"type": "group", "id": "g", "mark": "7"},
    "r": {"type": "rule", "id": "r", "dst": "g", "allow": 1},
    "a": {"type": "assignment", "id": "a", "vmid": 100, "iface": 0, "group": "g"},
-   "u": {"type": "vtep-guard", "id": "u", "ifaces": "ul0"}}}}
+   "u": {"type": "vtep-guard", "id": "u", "ifaces": "ul0"},
+   "s": {"type": "srv6", "id": "s", "ifaces": "ul0", "peers": "2001:db8::2"}}}}
 JSON
 export PVE_MICROSEG_RUNNING_CONFIG="$work/running-config"
 export PVE_MICROSEG_BPF_ROOT="$work/bpf/proxmox-ebpf"
@@ -61,23 +62,26 @@ unset PVE_RS_MICROSEG_SO
 apply_full() {
     ip netns exec "$ns" perl -MPVE::RS::SDN::Microseg -e '
         my $r = PVE::RS::SDN::Microseg::apply_full();
-        print "apply_full: $r->{nics} NIC(s), $r->{guarded} guarded, $r->{links_created} links, loaded=$r->{loaded}\n";
-        die "expected 1 NIC and 1 guarded interface\n" if $r->{nics} != 1 || $r->{guarded} != 1;
+        print "apply_full: $r->{nics} NIC(s), $r->{guarded} guarded, $r->{srv6} carrying SRv6, $r->{links_created} links, loaded=$r->{loaded}\n";
+        die "expected 1 NIC, 1 guarded and 1 carrying interface\n" if $r->{nics} != 1 || $r->{guarded} != 1 || $r->{srv6} != 1;
     '
 }
 # Our programs as loaded in the kernel (bpftool names them from BTF): a
 # program is unloaded once no pin, link or descriptor holds it, so after a
 # purge none may remain.
 tcx_progs() {
-    bpftool -j prog show | grep -o '"name":"[a-z_]*"' | grep -E 'microseg_|vtep_guard' | sort | tr '\n' ' ' || true
+    bpftool -j prog show | grep -o '"name":"[a-z_]*"' | grep -E 'microseg_|vtep_guard|srv6_' | sort | tr '\n' ' ' || true
 }
 apply_full
 for prog in microseg_stamp microseg_enforce; do
     test -e "$PVE_MICROSEG_BPF_ROOT/microseg/links/veth100i0:$prog"
 done
 test -e "$PVE_MICROSEG_BPF_ROOT/vtepguard/links/ul0:vtep_guard"
+for prog in srv6_receive srv6_send; do
+    test -e "$PVE_MICROSEG_BPF_ROOT/srv6/links/ul0:$prog"
+done
 echo "attached: $(tcx_progs)"
-[ "$(tcx_progs)" = '"name":"microseg_enforce" "name":"microseg_stamp" "name":"vtep_guard" ' ]
+[ "$(tcx_progs)" = '"name":"microseg_enforce" "name":"microseg_stamp" "name":"srv6_receive" "name":"srv6_send" "name":"vtep_guard" ' ]
 perl -MPVE::RS::SDN::Microseg -e "PVE::RS::SDN::Microseg::clear()"
 test ! -e "$PVE_MICROSEG_BPF_ROOT"
 [ -z "$(tcx_progs)" ]
@@ -94,6 +98,7 @@ cat "$work/remove.log"
 grep -q "clear failed" "$work/remove.log"
 kill "$holder"; wait "$holder" 2>/dev/null || true
 test -e "$PVE_MICROSEG_BPF_ROOT/vtepguard/links/ul0:vtep_guard"
+test -e "$PVE_MICROSEG_BPF_ROOT/srv6/links/ul0:srv6_send"
 dpkg --purge "$pkg"
 test ! -e "$PVE_MICROSEG_BPF_ROOT"
 test ! -e "$PVE_MICROSEG_RUN_DIR"
