@@ -70,7 +70,7 @@ apply_full() {
 # program is unloaded once no pin, link or descriptor holds it, so after a
 # purge none may remain.
 tcx_progs() {
-    bpftool -j prog show | grep -o '"name":"[a-z_]*"' | grep -E 'microseg_|vtep_guard|srv6_' | sort | tr '\n' ' ' || true
+    bpftool -j prog show | grep -o '"name":"[a-z0-9_]*"' | grep -E 'microseg_|vtep_guard|srv6_' | sort | tr '\n' ' ' || true
 }
 apply_full
 for prog in microseg_stamp microseg_enforce; do
