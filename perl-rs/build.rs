@@ -13,7 +13,20 @@ fn perl_config(key: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8 perl config")
 }
 
+/// The package, crate and module versions must agree (scripts/check-versions.sh).
+fn check_versions() {
+    let root = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("..");
+    for f in ["debian/changelog", "Cargo.toml", "perl/PVE/RS/SDN/Microseg.pm", "scripts/check-versions.sh"] {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let out = Command::new("sh").arg(root.join("scripts/check-versions.sh")).arg(&root).output().expect("run sh");
+    if !out.status.success() {
+        panic!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+}
+
 fn main() {
+    check_versions();
     println!("cargo:rerun-if-changed=glue.c");
     let core = format!("{}/CORE", perl_config("archlibexp"));
     assert!(

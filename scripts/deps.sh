@@ -6,10 +6,11 @@ set -euo pipefail
 
 packages=(
     clang libbpf-dev linux-libc-dev gcc libc6-dev # BPF objects and the XS glue
-    perl libperl5.36                              # perl headers for the glue
+    perl libperl-dev                              # perl headers for the glue
     iproute2 kmod nftables iperf3 bpftool util-linux # test, demo and benchmark topologies
     dnsmasq-base isc-dhcp-client                  # host services: a real DHCP server and client
     dpkg-dev debhelper lintian systemd fakeroot   # the Debian package and its checks
+    systemd-container                             # boots the installed unit under a real systemd
     groff-base man-db bash-completion             # the man page renders, the completion loads
 )
 

@@ -9,13 +9,16 @@
 //! - [`kernel`]: subsystem-agnostic kernel state: typed maps, pins, links,
 //!   the one reconcile pass, the lock, and the raw `bpf(2)` layer (`sys`);
 //! - [`api`]: the calls Perl makes, each a loop over the registry;
-//! - [`report`]: the one definition of what a call returns.
+//! - [`report`]: the one definition of what a call returns;
+//! - [`logger`]: records to the journal (or stderr), a call's warnings
+//!   collected for the caller to show.
 //!
 //! Nothing here knows of Perl; the binding lives in the `perl-rs` crate.
 
 pub mod api;
 pub mod config;
 pub mod kernel;
+pub mod logger;
 pub mod report;
 pub mod subsystems;
 

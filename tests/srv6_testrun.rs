@@ -205,7 +205,6 @@ fn receive_passes_a_peers_srv6_for_another_node_untouched() {
 #[test]
 fn receive_drops_srv6_from_a_non_peer_behind_any_vlan_stack() {
     let c = Carrier::new();
-    let f = Frame::new(mac(1), mac(2));
     let mut n = 0;
     for tags in stacks() {
         for dst in [SID, NODE, ELSEWHERE] {

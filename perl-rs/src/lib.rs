@@ -14,7 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
-mod logger;
+use microseg::logger;
 mod value;
 
 /// One argument as the glue saw it, after get-magic.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use microseg::report::Status;
 use microseg::subsystems::microseg::events::{EventRecord, Until};
-use microseg::{IfaceOutcome, Microseg};
+use microseg::{logger, IfaceOutcome, Microseg};
 
 const USAGE: &str = "usage: pve-microseg <command> [OPTIONS]
 
@@ -283,16 +283,25 @@ fn monitor(ms: &Microseg, args: &Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Records go to the journal; the call's warnings are shown here too,
+    // once, after the output (as a PVE task log shows a Perl caller's).
+    logger::install();
+    logger::begin_call();
     let result = parse_args().and_then(|args| run(&args));
-    match result {
+    let code = match result {
         Ok(Some(out)) => {
             println!("{out}");
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e:#}");
+            // Priority 3 (error) when stderr is the journal.
+            logger::stderr_line(3, &format!("{e:#}"));
             ExitCode::FAILURE
         }
+    };
+    for w in logger::end_call() {
+        logger::stderr_line(4, &format!("warning: {w}"));
     }
+    code
 }

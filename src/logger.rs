@@ -1,16 +1,22 @@
-//! `log` records to the system log, or to stderr.
+//! `log` records to the system log (the journal), or to stderr; used by the
+//! Perl binding and the CLI.
 //!
 //! PVE daemons run tasks with stderr captured into the task log, so the
-//! default is syslog (`/dev/log`), written with one datagram per record on a
-//! socket opened and closed for it: no `openlog`, no descriptor kept, nothing
-//! of the process changed. Both settings are read at every call:
+//! default is syslog (`/dev/log`, which journald serves), written with one
+//! datagram per record on a socket opened and closed for it, under the
+//! identifier `pve-microseg`: no `openlog`, no descriptor kept, nothing of
+//! the process changed. Where there is no `/dev/log` the record goes to
+//! stderr instead. Both settings are read at every call:
 //!
 //! - `PVE_MICROSEG_LOG`: `off`, `error`, `warn`, `info` (default), `debug`, `trace`;
-//! - `PVE_MICROSEG_LOG_TARGET`: `syslog` (default) or `stderr` (tests, debugging).
+//! - `PVE_MICROSEG_LOG_TARGET`: `syslog` (default) or `stderr` (tests, the
+//!   systemd unit: there stderr is the journal, and every line carries its
+//!   priority as a `<N>` prefix, which journald reads).
 //!
 //! Warnings of a call are also collected (per thread, for that call only)
-//! and handed to the glue, which raises them as Perl warnings: that is how
-//! they reach the PVE task log.
+//! and handed to the caller, which shows them: the Perl glue raises them as
+//! Perl warnings (that is how they reach the PVE task log), the CLI prints
+//! them on stderr.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -64,6 +70,17 @@ pub fn refresh_level() {
     TO_STDERR.store(usize::from(stderr), Ordering::Relaxed);
 }
 
+/// Writes `line` to stderr, with its syslog priority as a `<N>` prefix when
+/// stderr is the journal (systemd sets `JOURNAL_STREAM`).
+pub fn stderr_line(priority: u8, line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        writeln!(err, "<{priority}>{line}")
+    } else {
+        writeln!(err, "{line}")
+    };
+}
+
 fn severity(level: Level) -> u8 {
     match level {
         Level::Error => 3,
@@ -85,19 +102,19 @@ impl Log for Logger {
         let text = record.args().to_string();
         let captured = record.level() == Level::Warn
             && CAPTURED.with(|c| c.borrow_mut().as_mut().map(|v| v.push(text.clone())).is_some());
-        if TO_STDERR.load(Ordering::Relaxed) == 1 {
-            if captured {
-                // Perl prints it on stderr as a warning: once is enough.
+        if TO_STDERR.load(Ordering::Relaxed) == 0 {
+            // facility daemon (3) << 3 | severity
+            let msg = format!("<{}>pve-microseg[{}]: {text}", (3 << 3) | severity(record.level()), std::process::id());
+            let sent = UnixDatagram::unbound().and_then(|sock| sock.send_to(msg.as_bytes(), "/dev/log"));
+            if sent.is_ok() {
                 return;
             }
-            let _ = writeln!(std::io::stderr(), "pve-microseg: {}: {text}", record.level().as_str().to_lowercase());
+        }
+        if captured {
+            // The caller shows it on stderr as a warning: once is enough.
             return;
         }
-        // facility daemon (3) << 3 | severity
-        let msg = format!("<{}>pve-microseg[{}]: {text}", (3 << 3) | severity(record.level()), std::process::id());
-        if let Ok(sock) = UnixDatagram::unbound() {
-            let _ = sock.send_to(msg.as_bytes(), "/dev/log");
-        }
+        stderr_line(severity(record.level()), &format!("pve-microseg: {}: {text}", record.level().as_str().to_lowercase()));
     }
 
     fn flush(&self) {}
