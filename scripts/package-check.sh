@@ -1,18 +1,25 @@
 #!/bin/bash
-# Builds the Debian package, checks it (lintian, systemd-analyze), installs
-# it, runs a full pass through the installed module against a test config in
-# a private network namespace and bpffs, then removes it while clear() fails
-# and purges it: nothing of any subsystem may be left.
+# Builds the Debian package (source and binary), checks it (lintian on the
+# .changes, warnings failing; systemd-analyze), installs it, runs every CLI
+# command, the man page and the bash completion from the installed paths,
+# boots it under a real systemd (nspawn-check.sh), runs a full pass through
+# the installed module against a test config in a private network namespace
+# and bpffs, then removes it while clear() fails and purges it: nothing of
+# any subsystem may be left.
 set -euo pipefail
 . "$(dirname "$0")/prepare.sh" package-check
 
 pkg=libpve-rs-microseg-perl
 version=$(dpkg-parsechangelog -S Version)
-deb="../${pkg}_${version}_amd64.deb"
+arch=$(dpkg --print-architecture)
+deb="../${pkg}_${version}_${arch}.deb"
+changes="../${pkg}_${version}_${arch}.changes"
 
-dpkg-buildpackage -b -us -uc
+# -d: the Rust toolchain (>= 1.87) comes from rustup, not from a Debian
+# package, so the declared build dependency cannot be checked by dpkg.
+dpkg-buildpackage -us -uc -d
 echo "== lintian"
-lintian --fail-on error --suppress-tags-from-file debian/lintian-ci-suppress "$deb"
+lintian --fail-on warning,error --suppress-tags-from-file debian/lintian-ci-suppress "$changes"
 
 work=$(mktemp -d /tmp/microseg-pkg.XXXXXX)
 cleanup() {
@@ -23,9 +30,11 @@ trap cleanup EXIT
 
 echo "== systemd-analyze verify"
 dpkg-deb -x "$deb" "$work/root"
-unit="$work/root/lib/systemd/system/pve-microseg.service"
-[ -f "$unit" ] || unit="$work/root/usr/lib/systemd/system/pve-microseg.service"
-systemd-analyze verify "$unit"
+for name in pve-microseg pve-microseg-monitor; do
+    unit="$work/root/lib/systemd/system/$name.service"
+    [ -f "$unit" ] || unit="$work/root/usr/lib/systemd/system/$name.service"
+    systemd-analyze verify "$unit"
+done
 
 echo "== install"
 dpkg -i "$deb"
@@ -85,6 +94,35 @@ echo "attached: $(tcx_progs)"
 perl -MPVE::RS::SDN::Microseg -e "PVE::RS::SDN::Microseg::clear()"
 test ! -e "$PVE_MICROSEG_BPF_ROOT"
 [ -z "$(tcx_progs)" ]
+
+echo "== the installed CLI, man page and completion"
+cli() { ip netns exec "$ns" /usr/sbin/pve-microseg "$@"; }
+cli apply-full > /dev/null
+[ "$(cli apply-iface veth100i0)" = enforced ]
+cli status --output-format json | perl -MJSON::PP -e '
+    local $/; my $s = decode_json(<STDIN>);
+    my ($nic) = grep { $_->{name} eq "veth100i0" } @{$s->{nics}};
+    die "status: veth100i0 not enforced\n" if !$nic || !$nic->{enforced};
+    die "status: ul0 does not carry SRv6\n" if "@{$s->{underlay}{srv6}{carrying}}" ne "ul0";'
+cli status | grep -q '^veth100i0 '
+cli simulate g g --output-format json | perl -MJSON::PP -e '
+    local $/; my $s = decode_json(<STDIN>); die "simulate: $s->{verdict}\n" if $s->{verdict} ne "allow";'
+cli monitor --count 1 --timeout 1 > /dev/null
+cli clear
+[ ! -e "$PVE_MICROSEG_BPF_ROOT/microseg" ]
+cli apply-full | grep -q 'links_created=5'
+MANWIDTH=80 man -P cat pve-microseg 2>/dev/null | grep -q 'apply-full'
+complete_words() {
+    ip netns exec "$ns" bash -c '
+        . /usr/share/bash-completion/completions/pve-microseg
+        COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _pve_microseg; echo "${COMPREPLY[*]}"' _ "$@"
+}
+[ "$(complete_words pve-microseg sta)" = status ]
+[ "$(complete_words pve-microseg apply-iface vet)" = veth100i0 ]
+[ "$(complete_words pve-microseg status --output-format j)" = json ]
+
+echo "== boot under systemd"
+scripts/nspawn-check.sh
 
 echo "== remove while clear() fails, then purge"
 apply_full

@@ -70,15 +70,16 @@ pub fn refresh_level() {
     TO_STDERR.store(usize::from(stderr), Ordering::Relaxed);
 }
 
+/// Whether stderr is the journal (systemd sets `JOURNAL_STREAM`).
+fn journal_stream() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
 /// Writes `line` to stderr, with its syslog priority as a `<N>` prefix when
-/// stderr is the journal (systemd sets `JOURNAL_STREAM`).
+/// stderr is the journal.
 pub fn stderr_line(priority: u8, line: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        writeln!(err, "<{priority}>{line}")
-    } else {
-        writeln!(err, "{line}")
-    };
+    let _ = if journal_stream() { writeln!(err, "<{priority}>{line}") } else { writeln!(err, "{line}") };
 }
 
 fn severity(level: Level) -> u8 {
@@ -114,7 +115,12 @@ impl Log for Logger {
             // The caller shows it on stderr as a warning: once is enough.
             return;
         }
-        stderr_line(severity(record.level()), &format!("pve-microseg: {}: {text}", record.level().as_str().to_lowercase()));
+        if journal_stream() {
+            // The journal has the identifier and the priority already.
+            stderr_line(severity(record.level()), &text);
+        } else {
+            stderr_line(severity(record.level()), &format!("pve-microseg: {}: {text}", record.level().as_str().to_lowercase()));
+        }
     }
 
     fn flush(&self) {}
