@@ -20,6 +20,8 @@ changes="../${pkg}_${version}_${arch}.changes"
 dpkg-buildpackage -us -uc -d
 echo "== lintian"
 lintian --fail-on warning,error --suppress-tags-from-file debian/lintian-ci-suppress "$changes"
+echo "== reproducible BPF objects"
+scripts/check-reproducible.sh
 
 work=$(mktemp -d /tmp/microseg-pkg.XXXXXX)
 cleanup() {
@@ -27,14 +29,6 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-echo "== systemd-analyze verify"
-dpkg-deb -x "$deb" "$work/root"
-for name in pve-microseg pve-microseg-monitor; do
-    unit="$work/root/lib/systemd/system/$name.service"
-    [ -f "$unit" ] || unit="$work/root/usr/lib/systemd/system/$name.service"
-    systemd-analyze verify "$unit"
-done
 
 echo "== install"
 dpkg -i "$deb"
@@ -44,6 +38,13 @@ perl -MPVE::RS::SDN::Microseg -e '
     die "not the installed module\n" if $INC{q{PVE/RS/SDN/Microseg.pm}} !~ m{^/usr/share/perl5/};
     die "not the installed shared object\n" if $so !~ m{^/usr/lib/.*/auto/PVE/RS/SDN/Microseg/Microseg\.so$};
 '
+
+echo "== systemd-analyze verify (the installed units: their commands and man pages exist)"
+for name in pve-microseg pve-microseg-monitor; do
+    unit=/lib/systemd/system/$name.service
+    [ -f "$unit" ] || unit=/usr/lib/systemd/system/$name.service
+    systemd-analyze verify "$unit"
+done
 
 echo "== full pass from the installed paths"
 mkdir -p "$work/bpf"

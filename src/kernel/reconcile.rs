@@ -66,10 +66,9 @@ impl KernelState {
 
         let mut failed = Vec::new();
         for target in &plan.targets {
+            // Reported once, in the error the pass returns (the caller shows it).
             if let Err(e) = self.attach_target(&loaded, target, ranks, report) {
-                let e = e.context(format!("apply {}", target.name));
-                log::error!("{}: {e:#}", self.name());
-                failed.push(format!("{e:#}"));
+                failed.push(format!("{:#}", e.context(format!("apply {}", target.name))));
             }
         }
         crash_point("full-after-attach");
