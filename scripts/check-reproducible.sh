@@ -10,7 +10,10 @@ src="$(cd "$(dirname "$0")/.." && pwd)"
 base=$(mktemp -d /tmp/microseg-repro.XXXXXX)
 trap 'rm -rf "$base"' EXIT
 export CARGO_TARGET_DIR="$base/target"
-out_dirs=()
+# Cargo gives both copies one build-script output directory: each build's
+# objects are saved and removed from it, so the second build must make them
+# anew (its sources are at other paths, so its build script reruns).
+i=0
 for dir in "$base/a" "$base/b/a-longer/build path"; do
     mkdir -p "$dir"
     tar -C "$src" --exclude=./target --exclude=./.git -cf - . | tar -C "$dir" -xf -
@@ -18,11 +21,12 @@ for dir in "$base/a" "$base/b/a-longer/build path"; do
         | perl -MJSON::PP -ne '
             my $m = eval { decode_json($_) } or next;
             print $m->{out_dir} if ($m->{reason} // "") eq "build-script-executed" && $m->{package_id} =~ /#microseg@/;')
-    [ -d "$out" ] || { echo "check-reproducible: no build-script output for $dir" >&2; exit 1; }
-    out_dirs+=("$out")
+    ls "$out"/*.bpf.o > /dev/null 2>&1 || { echo "check-reproducible: no BPF objects built in $dir" >&2; exit 1; }
+    i=$((i + 1))
+    mkdir -p "$base/objects-$i"
+    mv "$out"/*.bpf.o "$out"/*.bpf.o.sha256 "$base/objects-$i/"
 done
-a="${out_dirs[0]}"; b="${out_dirs[1]}"
-[ "$a" != "$b" ] || { echo "check-reproducible: both builds used one output directory" >&2; exit 1; }
+a="$base/objects-1"; b="$base/objects-2"
 n=0
 for obj in "$a"/*.bpf.o; do
     name=$(basename "$obj")
