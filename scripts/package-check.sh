@@ -105,14 +105,18 @@ cli status --output-format json | perl -MJSON::PP -e '
     my ($nic) = grep { $_->{name} eq "veth100i0" } @{$s->{nics}};
     die "status: veth100i0 not enforced\n" if !$nic || !$nic->{enforced};
     die "status: ul0 does not carry SRv6\n" if "@{$s->{underlay}{srv6}{carrying}}" ne "ul0";'
-cli status | grep -q '^veth100i0 '
+# (Output captured first: grep -q would cut a pipe short, which pipefail reports.)
+status_text=$(cli status)
+grep -q '^veth100i0 ' <<< "$status_text"
 cli simulate g g --output-format json | perl -MJSON::PP -e '
     local $/; my $s = decode_json(<STDIN>); die "simulate: $s->{verdict}\n" if $s->{verdict} ne "allow";'
 cli monitor --count 1 --timeout 1 > /dev/null
 cli clear
 [ ! -e "$PVE_MICROSEG_BPF_ROOT/microseg" ]
-cli apply-full | grep -q 'links_created=5'
-MANWIDTH=80 man -P cat pve-microseg 2>/dev/null | grep -q 'apply-full'
+full_text=$(cli apply-full)
+grep -q 'links_created=5' <<< "$full_text"
+man_text=$(MANWIDTH=80 man -P cat pve-microseg 2>/dev/null)
+grep -q 'apply-full' <<< "$man_text"
 complete_words() {
     ip netns exec "$ns" bash -c '
         . /usr/share/bash-completion/completions/pve-microseg

@@ -193,12 +193,74 @@ impl Microseg {
         self.settings.run_dir.join("applied-config")
     }
 
+    /// What that pass recorded for the next one (`Subsystem::record`), by
+    /// subsystem; written before the marker, removed with it.
+    fn applied_record(&self) -> PathBuf {
+        self.settings.run_dir.join("applied-record")
+    }
+
+    /// Whether the running config is the one the last successful full pass
+    /// applied (`signature` read now).
+    fn config_applied(&self, signature: &str) -> bool {
+        fsutil::read_regular(&self.applied_marker(), false).ok().flatten().as_deref() == Some(signature.as_bytes())
+    }
+
+    /// Forgets the applied config: from here the kernel changes, and until a
+    /// full pass succeeds every call reads the config.
+    fn forget_applied(&self) -> Result<()> {
+        crate::kernel::state::remove_file_if_exists(&self.applied_marker())?;
+        crate::kernel::state::remove_file_if_exists(&self.applied_record())
+    }
+
+    /// A full pass over the config the last successful one applied (the
+    /// caller holds every lock exclusively, and checked the signature under
+    /// them): the maps that config decided are as that pass left them, so
+    /// only what depends on the node is planned and synced (its NICs, their
+    /// group entries from the recorded assignments, its addresses, the
+    /// underlay interfaces), and the config is not read: its cost does not
+    /// grow with the config. `None` when the record cannot answer (a
+    /// subsystem's programs are not the recorded ones, no record).
+    fn apply_full_recorded(&self) -> Result<Option<Report>> {
+        let Ok(Some(bytes)) = fsutil::read_regular(&self.applied_record(), false) else { return Ok(None) };
+        let Ok(record) = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&bytes) else { return Ok(None) };
+        // Plan everything before touching anything.
+        let mut plans = Vec::new();
+        for u in &self.units {
+            if !u.state.exists() {
+                // The applied config does not configure it (that pass removed it).
+                continue;
+            }
+            let Some(loaded) = u.state.open_recorded()? else { return Ok(None) };
+            let none = serde_json::Value::Null;
+            let rec = record.get(u.state.name()).unwrap_or(&none);
+            let Some(plan) = u.subsystem.plan_recorded(&loaded, rec).with_context(|| format!("{}: plan", u.state.name()))? else {
+                return Ok(None);
+            };
+            plans.push((u, loaded, plan));
+        }
+        // The marker stays: the config-decided state it vouches for is not
+        // touched, whatever happens to the node-dependent part.
+        let mut report = Report::default();
+        for (u, loaded, plan) in &plans {
+            report.links_detached += u.state.sweep_tmp_pins();
+            u.state.reconcile_loaded(loaded, plan, &|| self.ranks(), &mut report).context(u.state.name())?;
+            u.subsystem.count_targets(&mut report, plan.counted);
+        }
+        log::info!("microseg: full pass (config as applied): {report}");
+        Ok(Some(report))
+    }
+
     /// Full pass: SPEC section 7, `apply_full()`.
     pub fn apply_full(&self) -> Result<Report> {
         KernelState::check_bpf_root(&self.settings.bpf_root)?;
         let _locks = self.lock_all(Mode::Exclusive)?;
-        // Taken before the read: a change in between only makes apply_iface slow.
+        // Taken before the read: a change in between only makes the next call slow.
         let signature = config::signature(&self.settings.running_config);
+        if signature.as_deref().is_some_and(|s| self.config_applied(s)) {
+            if let Some(report) = self.apply_full_recorded()? {
+                return Ok(report);
+            }
+        }
         // Read under the locks: of two overlapping passes, the later one's
         // config is what stays in the kernel.
         let Some(cfg) = self.read_config()? else { return Ok(Report::default()) };
@@ -210,8 +272,10 @@ impl Microseg {
             .map(|u| u.subsystem.plan(&cfg).with_context(|| format!("{}: plan", u.state.name())))
             .collect::<Result<_>>()?;
         // From here the kernel changes: until this pass succeeds, apply_iface
-        // reads the config.
-        crate::kernel::state::remove_file_if_exists(&self.applied_marker())?;
+        // and apply_full read the config.
+        self.forget_applied()?;
+        let record: BTreeMap<&str, serde_json::Value> =
+            self.units.iter().map(|u| (u.state.name(), u.subsystem.record(&cfg))).collect();
         let mut report = Report::default();
         for (u, plan) in self.units.iter().zip(&plans) {
             match plan {
@@ -232,8 +296,12 @@ impl Microseg {
         // "unassigned" without reading a large SDN config.
         if let Some(signature) = signature {
             fsutil::private_dir(&self.settings.run_dir).context("run directory")?;
-            if let Err(e) = fsutil::write_private(&self.applied_marker(), signature.as_bytes()) {
-                log::warn!("microseg: cannot record the applied config ({e:#}): apply_iface reads the config");
+            let recorded = serde_json::to_vec(&record)
+                .map_err(anyhow::Error::from)
+                .and_then(|r| fsutil::write_private(&self.applied_record(), &r))
+                .and_then(|()| fsutil::write_private(&self.applied_marker(), signature.as_bytes()));
+            if let Err(e) = recorded {
+                log::warn!("microseg: cannot record the applied config ({e:#}): the next calls read the config");
             }
         }
         log::info!("microseg: full pass: {report}");
@@ -487,7 +555,7 @@ impl Microseg {
     /// subsystem. Idempotent.
     pub fn clear(&self) -> Result<()> {
         let _locks = self.lock_all(Mode::Exclusive)?;
-        crate::kernel::state::remove_file_if_exists(&self.applied_marker())?;
+        self.forget_applied()?;
         for u in &self.units {
             u.state.remove_all().with_context(|| format!("{}: remove", u.state.name()))?;
         }

@@ -15,6 +15,13 @@ use microseg::IfaceOutcome;
 
 use common::*;
 
+/// The read counter is one for the process: the tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const GROUPS: &[(&str, u16, Option<&str>)] = &[("a", 1, None), ("b", 2, None)];
 const RULES: &[(&str, Option<&str>, &str, bool)] = &[("ab", Some("a"), "b", true)];
 
@@ -40,6 +47,7 @@ fn group_entry(ms: &Microseg, name: &str) -> Option<NicValue> {
 
 #[test]
 fn apply_iface_answers_from_the_record_only_while_the_config_is_the_applied_one() {
+    let _serial = serial();
     let sandbox = Sandbox::new("recorded");
     let ms = sandbox.microseg();
     let mut lab = Lab::new();
@@ -116,4 +124,69 @@ fn apply_iface_answers_from_the_record_only_while_the_config_is_the_applied_one(
     ms.clear().unwrap();
     assert!(!sandbox.settings.run_dir.join("applied-config").exists());
     assert_eq!(sandbox.files(), Vec::<String>::new());
+}
+
+/// `apply_full` and how many times it read the config.
+fn full(ms: &Microseg) -> (microseg::Report, usize) {
+    let before = CONFIG_READS.load(Ordering::Relaxed);
+    let report = ms.apply_full().unwrap();
+    (report, CONFIG_READS.load(Ordering::Relaxed) - before)
+}
+
+#[test]
+fn a_full_pass_over_the_applied_config_does_not_read_it_and_still_follows_the_node() {
+    let _serial = serial();
+    use microseg::subsystems::microseg::resolve;
+    let sandbox = Sandbox::new("recorded-full");
+    let ms = sandbox.microseg();
+    let mut lab = Lab::new();
+    lab.add_veth("veth101i0", 1, true);
+    lab.add_veth("veth102i0", 2, true);
+    // Both underlay subsystems name ul0, which does not exist yet.
+    let underlay = r#""g": {"type": "vtep-guard", "ifaces": "ul0"}, "s": {"type": "srv6", "ifaces": "ul0", "peers": "fc00::2"},"#;
+    let json = sdn_config(GROUPS, RULES, &[(101, "a"), (102, "b"), (103, "a")])
+        .replace(r#""microseg": {"ids": { "#, &format!(r#""microseg": {{"ids": {{ {underlay} "#));
+    assert!(json.contains("vtep-guard"), "{json}");
+    sandbox.write_config(&json);
+    let (r, reads) = full(&ms);
+    assert_eq!((reads, r.nics, r.guarded, r.srv6), (1, 2, 0, 0));
+    let snap = snapshot(&ms);
+
+    // Nothing changed: the config is not read, the kernel not touched.
+    let (r, reads) = full(&ms);
+    assert_eq!(reads, 0, "the applied config was read again");
+    assert_eq!(r, microseg::Report { nics: 2, ..Default::default() });
+    assert_eq!(snapshot(&ms), snap);
+
+    // The node changed, not the config: a guest NIC appeared without
+    // apply_iface, another vanished, the underlay interface appeared.
+    lab.add_veth("veth103i0", 3, true);
+    sh("ip link del veth102i0");
+    lab.endpoints.retain(|e| e.name != "veth102i0");
+    sh("ip link add ul0 type veth peer name ul0p");
+    let (r, reads) = full(&ms);
+    assert_eq!(reads, 0);
+    assert_eq!((r.nics, r.guarded, r.srv6, r.links_created), (2, 1, 1, 2 + 1 + 2), "{r:?}");
+    assert!(r.map_deletes >= 2 && r.links_detached == 2, "veth102i0's entries and links go: {r:?}");
+    assert_eq!(group_entry(&ms, "veth103i0"), Some(NicValue { mark: 1, flags: 0 }));
+    let cfg = microseg::config::parse(json.as_bytes()).unwrap();
+    let pairs = resolve::resolve(&cfg, 1 << 20).unwrap().pairs();
+    let want = predict(&lab.names(), &nic_groups(&cfg), &pairs);
+    assert_eq!(lab.measure(), want, "the new NIC is enforced");
+
+    // Exactly what a pass that reads the config makes of this node.
+    let recorded = snapshot(&ms);
+    sandbox.write_config(&json); // same bytes, a new signature
+    let (r, reads) = full(&ms);
+    assert_eq!(reads, 1);
+    assert_eq!((r.map_writes, r.map_deletes, r.links_created, r.links_detached, r.loaded), (0, 0, 0, 0, false), "{r:?}");
+    assert_eq!(snapshot(&ms), recorded);
+
+    // A changed config is read and followed.
+    let moved = json.replace(r#""vmid": 103, "iface": 0, "group": "a""#, r#""vmid": 103, "iface": 0, "group": "b""#);
+    assert_ne!(moved, json);
+    sandbox.write_config(&moved);
+    let (_, reads) = full(&ms);
+    assert_eq!(reads, 1);
+    assert_eq!(group_entry(&ms, "veth103i0"), Some(NicValue { mark: 2, flags: 0 }));
 }

@@ -61,13 +61,21 @@ impl KernelState {
         let (loaded, prefilled) = self.ensure_current(&|l| plan.write_maps(l))?;
         report.loaded |= prefilled.is_some();
         report.map_writes += prefilled.unwrap_or(0);
-        report.map_writes += plan.write_maps(&loaded).context("sync maps")?;
+        self.reconcile_loaded(&loaded, plan, ranks, report)
+    }
+
+    /// A full pass over the current installation `loaded` (caller holds
+    /// the exclusive lock): for `reconcile`, and for a pass whose plan holds
+    /// only what depends on the node (the config is the one the last full
+    /// pass applied, so the maps it decides are as that pass left them).
+    pub fn reconcile_loaded(&self, loaded: &Loaded, plan: &Plan, ranks: &dyn Fn() -> Ranks, report: &mut Report) -> Result<()> {
+        report.map_writes += plan.write_maps(loaded).context("sync maps")?;
         crash_point("full-after-maps");
 
         let mut failed = Vec::new();
         for target in &plan.targets {
             // Reported once, in the error the pass returns (the caller shows it).
-            if let Err(e) = self.attach_target(&loaded, target, ranks, report) {
+            if let Err(e) = self.attach_target(loaded, target, ranks, report) {
                 failed.push(format!("{:#}", e.context(format!("apply {}", target.name))));
             }
         }
@@ -77,14 +85,14 @@ impl KernelState {
         let ifindexes: Vec<u32> = plan.targets.iter().map(|t| t.ifindex).collect();
         for link in self.link_pins()? {
             if !wanted.contains(link.netdev.as_str()) {
-                match self.remove_stale_pin(&link, &loaded, &ifindexes) {
+                match self.remove_stale_pin(&link, loaded, &ifindexes) {
                     Ok(()) => report.links_detached += 1,
                     Err(e) => log::warn!("{}: detach {}: {e:#}", self.name(), link.path.display()),
                 }
             }
         }
         crash_point("full-before-delete");
-        report.map_deletes += plan.delete_stale(&loaded).context("remove stale map entries")?;
+        report.map_deletes += plan.delete_stale(loaded).context("remove stale map entries")?;
         if !failed.is_empty() {
             bail!("{}", failed.join("; "));
         }

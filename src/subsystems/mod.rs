@@ -60,6 +60,23 @@ pub trait Subsystem: Send + Sync {
         Ok(Recorded::Nothing)
     }
 
+    /// What a full pass records beside the applied config for
+    /// `plan_recorded`: the config's inputs to the node-dependent part of
+    /// the plan that the kernel maps do not hold (small; JSON).
+    fn record(&self, _cfg: &MicrosegConfig) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// For a full pass over the config the last successful one applied:
+    /// only the part of the plan that depends on the node (its NICs,
+    /// interfaces and addresses, which change without the config), from
+    /// the kernel state `loaded` and what that pass recorded. The maps the
+    /// config alone decides are left as that pass wrote them. `None`: the
+    /// config must be read.
+    fn plan_recorded(&self, _loaded: &Loaded, _record: &serde_json::Value) -> Result<Option<Plan>> {
+        Ok(None)
+    }
+
     /// Adds what this subsystem enforces to `out` (SPEC section 7,
     /// `status()`), read from its kernel `state`; `cfg` is the running
     /// config if it could be read. The generic part (loaded, versions,

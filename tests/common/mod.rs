@@ -646,9 +646,13 @@ pub fn snapshot(ms: &Microseg) -> Snapshot {
             progs.insert(p.name.to_string(), sys::prog_id(&fd).unwrap());
         }
     }
-    // The applied-config record is the library's, not kernel state: a failed
-    // pass drops it (apply_iface then reads the config) and changes nothing else.
-    let files = state_files(&ms.settings).into_iter().filter(|f| f != "run/applied-config").collect();
+    // The applied-config marker and record are the library's, not kernel
+    // state: a failed pass drops them (the next calls read the config) and
+    // changes nothing else.
+    let files = state_files(&ms.settings)
+        .into_iter()
+        .filter(|f| f != "run/applied-config" && f != "run/applied-record")
+        .collect();
     Snapshot { files, links, rules: walk(ms, &POLICY), taps: walk(ms, &TAP_TO_GROUP), progs }
 }
 

@@ -7,14 +7,14 @@ pub mod resolve;
 pub mod rules;
 pub mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use anyhow::{bail, Context, Result};
 
 use crate::config::{Assignment, MicrosegConfig};
 use crate::kernel::links::Target;
-use crate::kernel::maps::{Counters, Entries, MapDesc, Ownership, Prune};
+use crate::kernel::maps::{Counters, Entries, MapContent, MapDesc, Ownership, Prune};
 use crate::kernel::netdev::{self, AddrKind, GuestNic, NicKind};
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
@@ -93,10 +93,17 @@ pub fn nic_names(a: &Assignment) -> impl Iterator<Item = String> + '_ {
     NicKind::ALL.into_iter().map(move |kind| GuestNic { kind, vmid: a.vmid, iface: a.iface }.name())
 }
 
+/// The peers of every carrier: VXLAN zones, the VTEP guard, the SRv6
+/// carrier. No guest may claim them as a tunnel source.
+fn tunnel_peers(cfg: &MicrosegConfig) -> BTreeSet<IpAddr> {
+    let srv6_peers = cfg.srv6.iter().flat_map(|s| s.peers.iter().map(|&p| IpAddr::V6(p)));
+    cfg.zone_peers.iter().chain(cfg.guard.iter().flat_map(|g| g.peers.iter())).copied().chain(srv6_peers).collect()
+}
+
 /// The node's addresses and its subnets' broadcasts (read now, at every
-/// full pass) and the VTEP and SRv6 peers, which no guest may aim a tunnel at or
+/// full pass) and the tunnel `peers`, which no guest may aim a tunnel at or
 /// claim as its source.
-fn underlay_addrs(cfg: &MicrosegConfig) -> Result<BTreeMap<AddrKey, AddrValue>> {
+fn underlay_addrs(peers: &BTreeSet<IpAddr>) -> Result<BTreeMap<AddrKey, AddrValue>> {
     let key = |a: IpAddr| AddrKey {
         addr: match a {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -104,9 +111,7 @@ fn underlay_addrs(cfg: &MicrosegConfig) -> Result<BTreeMap<AddrKey, AddrValue>> 
         },
     };
     let mut out = BTreeMap::new();
-    let srv6_peers = cfg.srv6.iter().flat_map(|s| s.peers.iter().map(|&p| IpAddr::V6(p)));
-    let peers = cfg.zone_peers.iter().chain(cfg.guard.iter().flat_map(|g| g.peers.iter())).copied().chain(srv6_peers);
-    for peer in peers {
+    for &peer in peers {
         out.insert(key(peer), AddrValue { kind: ADDR_PEER });
     }
     // The node's own addresses win over a peer entry for the same address.
@@ -122,6 +127,44 @@ fn underlay_addrs(cfg: &MicrosegConfig) -> Result<BTreeMap<AddrKey, AddrValue>> 
         bail!("microseg: {} node addresses and peers, the kernel map holds {capacity}", out.len());
     }
     Ok(out)
+}
+
+/// Every local guest NIC as a target, and the group entries of those
+/// `group_of` assigns.
+fn local_nics(
+    group_of: impl Fn(&GuestNic) -> Result<Option<NicValue>>,
+    capacity: usize,
+) -> Result<(BTreeMap<NicKey, NicValue>, Vec<Target>)> {
+    let mut nics = BTreeMap::new();
+    let mut targets = Vec::new();
+    for (nic, ifindex) in netdev::guest_nics() {
+        if let Some(value) = group_of(&nic)? {
+            nics.insert(NicKey { ifindex }, value);
+        }
+        targets.push(Target { name: nic.name(), ifindex });
+    }
+    if nics.len() > capacity {
+        bail!("microseg: {} local assigned NICs, the kernel group map holds {capacity}", nics.len());
+    }
+    Ok((nics, targets))
+}
+
+/// The maps whose content depends on the node and not on the config alone:
+/// the counters and group entries of its assigned NICs (`nics`), the flows
+/// and peers those own, the node's addresses beside the tunnel `peers`.
+fn node_maps(nics: BTreeMap<NicKey, NicValue>, peers: &BTreeSet<IpAddr>) -> Result<Vec<Box<dyn MapContent>>> {
+    // Flows and peers belong to a NIC: gone with its assignment.
+    let assigned: BTreeSet<u32> = nics.keys().map(|k| k.ifindex).collect();
+    let assigned2 = assigned.clone();
+    let counted_nics = nics.keys().copied().collect();
+    Ok(vec![
+        Prune::boxed(&FLOWS, move |k| assigned.contains(&k.ifindex)),
+        Prune::boxed(&PEERS, move |k| assigned2.contains(&k.ifindex)),
+        // Counters exist before the group entry: every packet is counted.
+        Counters::boxed(&NIC_STATS, counted_nics, Ownership::Whole, None),
+        Entries::boxed(&TAP_TO_GROUP, nics, Ownership::Whole),
+        Entries::boxed(&UNDERLAY_ADDRS, underlay_addrs(peers)?, Ownership::Whole),
+    ])
 }
 
 /// The UDP ports the node decapsulates VXLAN on: PVE's 4789, and the VTEP
@@ -201,22 +244,8 @@ impl super::Subsystem for Policy {
         if deciding.len() > rule_slots {
             bail!("microseg: {} rules decide the policy, the kernel's rule slots hold {rule_slots}", deciding.len());
         }
-        let mut nics = BTreeMap::new();
-        let mut targets = Vec::new();
-        for (nic, ifindex) in netdev::guest_nics() {
-            if let Some(group) = cfg.group_of(nic.vmid, nic.iface) {
-                nics.insert(NicKey { ifindex }, nic_value(cfg, group));
-            }
-            targets.push(Target { name: nic.name(), ifindex });
-        }
-        if nics.len() > capacity {
-            bail!("microseg: {} local assigned NICs, the kernel group map holds {capacity}", nics.len());
-        }
+        let (nics, targets) = local_nics(|nic| Ok(cfg.group_of(nic.vmid, nic.iface).map(|g| nic_value(cfg, g))), capacity)?;
         let counted = nics.len();
-        // Flows and peers belong to a NIC: gone with its assignment.
-        let assigned: std::collections::BTreeSet<u32> = nics.keys().map(|k| k.ifindex).collect();
-        let assigned2 = assigned.clone();
-        let counted_nics = nics.keys().copied().collect();
         if cfg.assignments.len() > assign_capacity {
             bail!("microseg: {} assignments, the kernel map holds {assign_capacity}", cfg.assignments.len());
         }
@@ -225,23 +254,44 @@ impl super::Subsystem for Policy {
             .values()
             .map(|a| (AssignmentKey { vmid: a.vmid, iface: a.iface }, nic_value(cfg, &cfg.groups[&a.group])))
             .collect();
-        Ok(Some(Plan {
-            maps: vec![
-                Entries::boxed(&EVENT_CONFIG, BTreeMap::from([(0, event_settings(cfg)?)]), Ownership::Additive),
-                rules::RulePolicy::boxed(policy),
-                Prune::boxed(&FLOWS, move |k| assigned.contains(&k.ifindex)),
-                Prune::boxed(&PEERS, move |k| assigned2.contains(&k.ifindex)),
-                // Counters exist before the group entry: every packet is counted.
-                Counters::boxed(&NIC_STATS, counted_nics, Ownership::Whole, None),
-                Entries::boxed(&TAP_TO_GROUP, nics, Ownership::Whole),
-                Entries::boxed(&ASSIGNMENTS, recorded, Ownership::Whole),
-                Entries::boxed(&UNDERLAY_ADDRS, underlay_addrs(cfg)?, Ownership::Whole),
-                Entries::boxed(&TUNNEL_CONFIG, BTreeMap::from([(0, tunnel_settings(cfg))]), Ownership::Additive),
-            ],
-            targets,
-            counted,
-            capacities: capacities(cfg),
-        }))
+        let mut maps: Vec<Box<dyn MapContent>> = vec![
+            Entries::boxed(&EVENT_CONFIG, BTreeMap::from([(0, event_settings(cfg)?)]), Ownership::Additive),
+            rules::RulePolicy::boxed(policy),
+            Entries::boxed(&ASSIGNMENTS, recorded, Ownership::Whole),
+            Entries::boxed(&TUNNEL_CONFIG, BTreeMap::from([(0, tunnel_settings(cfg))]), Ownership::Additive),
+        ];
+        maps.extend(node_maps(nics, &tunnel_peers(cfg))?);
+        Ok(Some(Plan { maps, targets, counted, capacities: capacities(cfg) }))
+    }
+
+    /// The tunnel peers: the only input of the node-dependent part that the
+    /// kernel does not hold as the config gave it (a peer that is also a
+    /// node address is stored as the latter).
+    fn record(&self, cfg: &MicrosegConfig) -> serde_json::Value {
+        if !configured(cfg) {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({ "peers": tunnel_peers(cfg).iter().map(|p| p.to_string()).collect::<Vec<_>>() })
+    }
+
+    /// The local NICs' group entries from the assignments the last full
+    /// pass recorded in the kernel, the node's addresses read now.
+    fn plan_recorded(&self, loaded: &Loaded, record: &serde_json::Value) -> Result<Option<Plan>> {
+        let Some(list) = record.get("peers").and_then(serde_json::Value::as_array) else { return Ok(None) };
+        let mut peers = BTreeSet::new();
+        for p in list {
+            let Some(addr) = p.as_str().and_then(|p| p.parse::<IpAddr>().ok()) else { return Ok(None) };
+            peers.insert(addr);
+        }
+        let (_, group_map) = loaded.map_raw(TAP_TO_GROUP.name)?;
+        let assignments = loaded.map(&ASSIGNMENTS)?;
+        let (nics, targets) = local_nics(
+            |nic| assignments.get(&AssignmentKey { vmid: nic.vmid, iface: nic.iface }),
+            group_map.max_entries as usize,
+        )?;
+        let counted = nics.len();
+        // The installed capacities stay: the config that set them is unchanged.
+        Ok(Some(Plan { maps: node_maps(nics, &peers)?, targets, counted, capacities: Vec::new() }))
     }
 
     /// Validates but does not resolve: resolution only feeds the rule map,

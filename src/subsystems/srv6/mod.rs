@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 use crate::config::MicrosegConfig;
-use crate::kernel::links::Target;
 use crate::kernel::maps::{Entries, MapDesc, Ownership};
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
-use crate::kernel::state::KernelState;
+use crate::kernel::state::{KernelState, Loaded};
+use crate::subsystems::vtepguard::{recorded_ifaces, underlay_targets};
 use crate::kernel::{netdev, sys};
 use crate::report::{Report, Status};
 
@@ -58,7 +58,7 @@ impl Default for Srv6 {
     }
 }
 
-/// The interfaces of `names` that carry every program of `state` as a live link.
+/// The netdevs that carry every program of `state` as a live link.
 fn carrying(state: &KernelState) -> Result<Vec<String>> {
     let mut by_netdev: BTreeMap<String, usize> = BTreeMap::new();
     for link in state.link_pins()? {
@@ -82,18 +82,25 @@ impl super::Subsystem for Srv6 {
         let Some(s) = &cfg.srv6 else { return Ok(None) };
         let peers: BTreeMap<Peer6Key, PeerValue> =
             s.peers.iter().map(|p| (Peer6Key { addr: p.octets() }, PeerValue { allowed: 1 })).collect();
-        let mut targets = Vec::new();
-        for iface in &s.ifaces {
-            match netdev::ifindex(iface) {
-                Some(ifindex) => targets.push(Target { name: iface.clone(), ifindex }),
-                None => log::warn!("microseg: srv6: underlay interface {iface} does not exist on this node"),
-            }
-        }
+        let targets = underlay_targets(&s.ifaces, "srv6");
         Ok(Some(Plan {
             maps: vec![Entries::boxed(&SRV6_PEERS, peers, Ownership::Whole)],
             counted: targets.len(),
             capacities: Vec::new(),
             targets,
+        }))
+    }
+
+    /// The interfaces: the peers are in the kernel map.
+    fn record(&self, cfg: &MicrosegConfig) -> serde_json::Value {
+        cfg.srv6.as_ref().map_or(serde_json::Value::Null, |s| serde_json::json!({ "ifaces": s.ifaces }))
+    }
+
+    /// The configured interfaces that exist now; the peers stay as they are.
+    fn plan_recorded(&self, _loaded: &Loaded, record: &serde_json::Value) -> Result<Option<Plan>> {
+        Ok(recorded_ifaces(record).map(|ifaces| {
+            let targets = underlay_targets(&ifaces, "srv6");
+            Plan { maps: Vec::new(), counted: targets.len(), capacities: Vec::new(), targets }
         }))
     }
 

@@ -14,6 +14,7 @@ use crate::kernel::maps::{Entries, MapDesc, Ownership};
 use crate::kernel::{netdev, sys};
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
+use crate::kernel::state::Loaded;
 use crate::report::Report;
 
 use maps::{GuardConfig, Peer4Key, Peer6Key, PeerValue, GUARD_CONFIG, VTEP_PEERS, VTEP_PEERS6};
@@ -23,6 +24,24 @@ pub static OBJECT: crate::kernel::object::Embedded = crate::embedded_object!("vt
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
 static MAPS: [&dyn MapDesc; 3] = [&VTEP_PEERS, &VTEP_PEERS6, &GUARD_CONFIG];
+
+/// The underlay interfaces of `ifaces` that exist on this node; a missing
+/// one is a warning (`what` names the subsystem).
+pub(crate) fn underlay_targets(ifaces: &[String], what: &str) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for iface in ifaces {
+        match netdev::ifindex(iface) {
+            Some(ifindex) => targets.push(Target { name: iface.clone(), ifindex }),
+            None => log::warn!("microseg: {what}: underlay interface {iface} does not exist on this node"),
+        }
+    }
+    targets
+}
+
+/// The `ifaces` a full pass recorded; `None` if the record has none.
+pub(crate) fn recorded_ifaces(record: &serde_json::Value) -> Option<Vec<String>> {
+    record.get("ifaces")?.as_array()?.iter().map(|i| i.as_str().map(str::to_owned)).collect()
+}
 
 pub struct VtepGuard {
     spec: ObjectSpec,
@@ -67,13 +86,7 @@ impl super::Subsystem for VtepGuard {
             };
         }
         let config = BTreeMap::from([(0u32, GuardConfig { vxlan_port: u32::from(g.port) })]);
-        let mut targets = Vec::new();
-        for iface in &g.ifaces {
-            match netdev::ifindex(iface) {
-                Some(ifindex) => targets.push(Target { name: iface.clone(), ifindex }),
-                None => log::warn!("microseg: vtep guard: underlay interface {iface} does not exist on this node"),
-            }
-        }
+        let targets = underlay_targets(&g.ifaces, "vtep guard");
         Ok(Some(Plan {
             maps: vec![
                 Entries::boxed(&VTEP_PEERS, peers, Ownership::Whole),
@@ -84,6 +97,19 @@ impl super::Subsystem for VtepGuard {
             counted: targets.len(),
             capacities: Vec::new(),
             targets,
+        }))
+    }
+
+    /// The interfaces: the peers and the port are in the kernel maps.
+    fn record(&self, cfg: &MicrosegConfig) -> serde_json::Value {
+        cfg.guard.as_ref().map_or(serde_json::Value::Null, |g| serde_json::json!({ "ifaces": g.ifaces }))
+    }
+
+    /// The configured interfaces that exist now; the maps stay as they are.
+    fn plan_recorded(&self, _loaded: &Loaded, record: &serde_json::Value) -> Result<Option<Plan>> {
+        Ok(recorded_ifaces(record).map(|ifaces| {
+            let targets = underlay_targets(&ifaces, "vtep guard");
+            Plan { maps: Vec::new(), counted: targets.len(), capacities: Vec::new(), targets }
         }))
     }
 
