@@ -95,8 +95,9 @@ const NOTES: &str = "\
   shell): the same work in the model of a command-line agent.
 - **apply_full**: each configuration runs in a fresh process on a fresh bpffs against veth NICs in a
   private network namespace: the first pass loads the programs (verifier), writes the maps and
-  attaches two links per NIC; the no-op pass re-reads, re-validates and re-resolves the config and
-  finds nothing to do. Peak RSS is that process's `ru_maxrss`, its baseline included. Groups are
+  attaches two links per NIC; the no-op pass (a network reload with the config unchanged) finds the
+  applied config's signature and plans only what depends on the node (NICs and their group entries
+  from the recorded assignments, addresses, links), without reading the config. Peak RSS is that process's `ru_maxrss`, its baseline included. Groups are
   10 trees (one root, the rest its children); rules between roots or from a child to a root expand
   to exactly the stated number of pairs. Normal RCU throughout: nothing changes a host-wide setting.
 - **SDN apply over 4,096 NICs**: 4,096 veth NICs carry the programs (the first enforcement of NICs
@@ -119,14 +120,6 @@ const NOTES: &str = "\
 
 ## Where a target is missed: by how much, why, and what would close it
 
-- **No-op apply_full at 10 MB within 100 ms** (measured about 1.2 s). The pass re-reads (serde_json
-  into a `Value` tree, then typed sections), re-validates and re-resolves 100,000 rules, and
-  compares every map with a dump of the kernel's (policy, rule names, assignments). What would close
-  it: the same record `apply_iface` uses. With the signature of the applied config unchanged, a
-  pass only needs what depends on the node (guest NICs, their group entries from `assignments`,
-  node addresses, links), not the policy; the VTEP guard's interfaces would have to be recorded too.
-  Not done in this round: it is a second plan per subsystem, and a network reload with an unchanged
-  config is its only caller.
 - **First enforcement of NICs plugged before microseg was configured**: two TCX attaches per NIC,
   each waiting for an RCU grace period under RTNL (`tcx_entry_sync`): about 12-30 ms each here, so
   seconds per hundred NICs. This happens once per node (afterwards every NIC carries the programs
