@@ -112,11 +112,16 @@ const NOTES: &str = "\
   on, as after a full pass. Stamp: the guest's packet of an established flow; allow: a pair entry;
   reply: no rule, the flow table; port range: a udp 5000-5099 rule (aligned port blocks); drop: no
   entry.
-- **throughput**: two guests in their own namespaces on one bridge; `iperf3` TCP for 3 s, and UDP with
-  64-byte payloads at unlimited rate for 3 s (received packets per second); the median of three runs. The nftables ruleset is
-  the bridge-family equivalent of our policy: a map from input port to mark in prerouting, and in
-  forward a verdict map keyed by `mark . oifname` for enforced ports, default drop. A counter
-  proves the ruleset judged the traffic. (It overwrites the whole mark; ours keeps the upper bits.)
+- **throughput**: two guests in their own namespaces on one bridge under the stateful L3/L4 policy
+  (the client's group may open TCP 5201-5202 and UDP 5201 toward the server's, whose answers come
+  back through the flow table; nothing the other way, which the bench checks); `iperf3` TCP for
+  3 s, UDP with 64-byte payloads at unlimited rate for 3 s (received packets per second), and a
+  TCP connect/request/answer/close loop for 2 s (connections per second); the median of three runs
+  each. The nftables ruleset is the bridge-family equivalent with conntrack: a map from input port
+  to mark in prerouting; in forward `ct state established,related accept`, then a verdict map keyed
+  by `mark . oifname . l4proto . dport` for enforced ports, default drop. Counters prove that both
+  conntrack and the verdict map judged the traffic. (It overwrites the whole mark; ours keeps the
+  upper bits.)
 
 ## Where a target is missed: by how much, why, and what would close it
 
@@ -631,6 +636,31 @@ fn empty_sched_cls() -> std::os::fd::OwnedFd {
 
 // 5. Throughput.
 
+/// TCP connections per second from the client guest to the server guest:
+/// connect, send a request, read the answer, close; for `secs` seconds.
+fn connection_rate(lab: &Lab, client: &str, server: std::net::SocketAddrV4, secs: f64) -> f64 {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    let mut n = 0u64;
+    in_netns(lab.guest_ns(client), || {
+        while start.elapsed().as_secs_f64() < secs {
+            let Ok(mut s) = std::net::TcpStream::connect_timeout(&server.into(), Duration::from_millis(500)) else { continue };
+            let _ = s.set_nodelay(true);
+            let mut buf = [0u8; 16];
+            if s.write_all(b"GET").is_ok() && s.read(&mut buf).is_ok_and(|k| k > 0) {
+                n += 1;
+            }
+            // The server closes first (its side keeps TIME_WAIT), so that the
+            // client's ports do not run out over many runs.
+            let _ = s.read(&mut buf);
+        }
+    });
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The port the connection loop's server answers on.
+const CONN_PORT: u16 = 5202;
+
 fn throughput(rows: &mut Vec<Row>) {
     let mut lab = Lab::new();
     lab.add_veth("veth1i0", 1, true);
@@ -645,6 +675,18 @@ fn throughput(rows: &mut Vec<Row>) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // The request/answer server of the connection loop, in the server guest.
+    let conn_addr = std::net::SocketAddrV4::new(ip(2), CONN_PORT);
+    let listener = in_netns(lab.guest_ns("veth2i0"), || std::net::TcpListener::bind(conn_addr).unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 16];
+            if s.read(&mut buf).is_ok() {
+                let _ = s.write_all(b"OK");
+            }
+        }
+    });
     std::thread::sleep(Duration::from_millis(500));
     let measure = |udp: bool| -> f64 {
         let mut args = vec!["netns", "exec", &client_ns, "iperf3", "-c", "10.77.0.2", "-t", "3", "-J"];
@@ -661,13 +703,17 @@ fn throughput(rows: &mut Vec<Row>) {
         }
     };
     // Median of three runs each: a 2-core machine is noisy.
-    let run = |label: &str| -> (f64, f64) {
+    let run = |label: &str| -> (f64, f64, f64) {
         let median = |mut v: Vec<f64>| {
             v.sort_by(|a, b| a.partial_cmp(b).unwrap());
             v[v.len() / 2]
         };
-        let r = (median((0..3).map(|_| measure(false)).collect()), median((0..3).map(|_| measure(true)).collect()));
-        eprintln!("throughput {label}: {:.2} Gbit/s, {:.0} pps", r.0 / 1e9, r.1);
+        let r = (
+            median((0..3).map(|_| measure(false)).collect()),
+            median((0..3).map(|_| measure(true)).collect()),
+            median((0..3).map(|_| connection_rate(&lab, "veth1i0", conn_addr, 2.0)).collect()),
+        );
+        eprintln!("throughput {label}: {:.2} Gbit/s, {:.0} pps, {:.0} conn/s", r.0 / 1e9, r.1, r.2);
         r
     };
 
@@ -677,6 +723,11 @@ fn throughput(rows: &mut Vec<Row>) {
         sandbox.write_config(&throughput_config(pairs));
         ms.apply_full().unwrap();
         results.push((format!("our programs, {pairs} pairs"), run(&format!("ours {pairs}"))));
+        // The policy held: the server guest cannot open anything toward the client.
+        let back = in_netns(lab.guest_ns("veth2i0"), || {
+            std::net::TcpStream::connect_timeout(&std::net::SocketAddrV4::new(ip(1), 22).into(), Duration::from_millis(300))
+        });
+        assert!(back.is_err(), "the one-way policy let the server open a connection");
         ms.clear().unwrap();
         let file = sandbox.dir.join("policy.nft");
         std::fs::write(&file, nft_ruleset(pairs)).unwrap();
@@ -684,24 +735,32 @@ fn throughput(rows: &mut Vec<Row>) {
         results.push((format!("nftables, {pairs} pairs"), run(&format!("nft {pairs}"))));
         // The ruleset really judged the traffic (a table that never matched would measure nothing).
         let listing = sh("nft list chain bridge microseg ms_enforce");
-        let judged: u64 = listing.split("packets ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
-        assert!(judged > 100_000, "nftables judged only {judged} packets");
+        let counted = |tag: &str| -> u64 {
+            listing.lines().find(|l| l.contains(tag)).and_then(|l| l.split("packets ").nth(1)).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap()
+        };
+        assert!(counted("established") > 100_000, "conntrack judged only {} packets", counted("established"));
+        assert!(counted("@verdicts") > 1_000, "the verdict map judged only {} packets", counted("@verdicts"));
         sh("nft delete table bridge microseg");
     }
     let _ = server.kill();
     let _ = server.wait();
-    for (label, (bps, pps)) in &results {
+    for (label, (bps, pps, cps)) in &results {
         let target = if label.starts_with("our") {
             let nft = results.iter().find(|(l, _)| l == &label.replace("our programs", "nftables")).map(|r| r.1).unwrap();
             let mut t = verdict(
-                *bps >= 0.95 * base.0 && *pps >= 0.95 * base.1,
-                format!("≥ 95% of none: {:.0}% TCP, {:.0}% small", 100.0 * bps / base.0, 100.0 * pps / base.1),
+                *bps >= 0.95 * base.0 && *pps >= 0.95 * base.1 && *cps >= 0.90 * base.2,
+                format!(
+                    "≥ 95% of none: {:.0}% TCP, {:.0}% small; conn/s ≥ 90%: {:.0}%",
+                    100.0 * bps / base.0,
+                    100.0 * pps / base.1,
+                    100.0 * cps / base.2
+                ),
             );
             if label.contains("10000") {
                 t.push_str("; ");
                 t.push_str(&verdict(
-                    *bps > nft.0 && *pps > nft.1,
-                    format!("ahead of nftables: {:.2}× TCP, {:.2}× small", bps / nft.0, pps / nft.1),
+                    *bps > nft.0 && *pps > nft.1 && *cps > nft.2,
+                    format!("ahead of nftables+conntrack: {:.2}× TCP, {:.2}× small, {:.2}× conn/s", bps / nft.0, pps / nft.1, cps / nft.2),
                 ));
             }
             t
@@ -711,23 +770,33 @@ fn throughput(rows: &mut Vec<Row>) {
         rows.push(Row::new(
             "5 throughput",
             label.clone(),
-            format!("TCP {:.2} Gbit/s ({:.0}%), 64-byte UDP {:.0} kpps ({:.0}%)", bps / 1e9, 100.0 * bps / base.0, pps / 1e3, 100.0 * pps / base.1),
+            format!(
+                "TCP {:.2} Gbit/s ({:.0}%), 64-byte UDP {:.0} kpps ({:.0}%), {:.0} conn/s ({:.0}%)",
+                bps / 1e9,
+                100.0 * bps / base.0,
+                pps / 1e3,
+                100.0 * pps / base.1,
+                cps,
+                100.0 * cps / base.2
+            ),
             target,
         ));
     }
 }
 
-/// veth1i0 (group 1) and veth2i0 (group 2) may talk both ways; the rest of
-/// the `pairs` are between other groups.
+/// The stateful L3/L4 policy: veth1i0 (group 1) may open TCP and UDP
+/// 5201 (iperf3) and TCP 5202 (the connection loop) toward veth2i0 (group
+/// 2), whose answers come back through the flow table; nothing the other
+/// way. The rest of the `pairs` are between other groups.
 fn throughput_config(pairs: u32) -> String {
     let mut ids = Vec::new();
     let groups = ((pairs as f64).sqrt().ceil() as u32).max(2) + 1;
     for g in 1..=groups {
         ids.push(format!(r#""g{g}": {{"type": "group", "mark": {g}}}"#));
     }
-    ids.push(r#""r12": {"type": "rule", "src": "g1", "dst": "g2", "allow": 1}"#.to_string());
-    ids.push(r#""r21": {"type": "rule", "src": "g2", "dst": "g1", "allow": 1}"#.to_string());
-    let mut n = 2;
+    ids.push(r#""t12": {"type": "rule", "src": "g1", "dst": "g2", "proto": "tcp", "dport": "5201,5202", "allow": 1}"#.to_string());
+    ids.push(r#""u12": {"type": "rule", "src": "g1", "dst": "g2", "proto": "udp", "dport": "5201", "allow": 1}"#.to_string());
+    let mut n = 1;
     'fill: for s in 3..=groups {
         for d in 1..=groups {
             if n >= pairs {
@@ -742,14 +811,20 @@ fn throughput_config(pairs: u32) -> String {
     format!(r#"{{"microseg": {{"ids": {{ {} }}}}}}"#, ids.join(","))
 }
 
-/// The same policy in the bridge family: input port -> mark, then a verdict
-/// map on (mark, output port) for enforced ports, default drop.
+/// The same stateful policy in the bridge family with conntrack: input
+/// port -> mark in prerouting; in forward, established and related traffic
+/// passes, new flows toward enforced ports go through a verdict map keyed
+/// by (mark, output port, protocol, destination port), default drop.
 fn nft_ruleset(pairs: u32) -> String {
-    let mut elems = vec!["1 . \"veth2i0\" : accept".to_string(), "2 . \"veth1i0\" : accept".to_string()];
-    let mut n = 2;
+    let mut elems = vec![
+        "1 . \"veth2i0\" . tcp . 5201 : accept".to_string(),
+        "1 . \"veth2i0\" . tcp . 5202 : accept".to_string(),
+        "1 . \"veth2i0\" . udp . 5201 : accept".to_string(),
+    ];
+    let mut n = 1;
     let mut g = 3;
     while n < pairs {
-        elems.push(format!("{g} . \"veth{}i0\" : accept", 100 + n % 997));
+        elems.push(format!("{g} . \"veth{}i0\" . tcp . {} : accept", 100 + n % 997, 1 + n % 60000));
         n += 1;
         g += 1;
     }
@@ -757,10 +832,11 @@ fn nft_ruleset(pairs: u32) -> String {
         "table bridge microseg {{\n\
          map port_group {{\n type ifname : mark\n elements = {{ \"veth1i0\" : 1, \"veth2i0\" : 2 }}\n }}\n\
          set enforced {{\n type ifname\n elements = {{ \"veth1i0\", \"veth2i0\" }}\n }}\n\
-         map verdicts {{\n type mark . ifname : verdict\n elements = {{ {} }}\n }}\n\
+         map verdicts {{\n type mark . ifname . inet_proto . inet_service : verdict\n elements = {{ {} }}\n }}\n\
          chain ms_stamp {{\n type filter hook prerouting priority 0\n meta mark set iifname map @port_group\n }}\n\
          chain ms_enforce {{\n type filter hook forward priority 0; policy accept\n\
-           oifname @enforced counter meta mark and 0xffff . oifname vmap @verdicts\n\
+           oifname @enforced ct state established,related counter accept\n\
+           oifname @enforced counter meta mark and 0xffff . oifname . meta l4proto . th dport vmap @verdicts\n\
            oifname @enforced drop\n }}\n\
          }}\n",
         elems.join(", ")
