@@ -192,9 +192,10 @@ fn no_microseg_config_attaches_nothing() {
     // An existing config without a microseg key is: all state goes.
     sandbox.write_config(r#"{"version": 2, "zones": {"ids": {}}}"#);
     assert_eq!(ms.apply_full().unwrap(), microseg::Report::default());
-    // Only the signature of the applied config stays, so that apply_iface
-    // answers "unassigned" without reading a large SDN config.
-    assert_eq!(sandbox.files(), ["run/applied-config"]);
+    // Only the signature of the applied config and its (empty) record stay,
+    // so that apply_iface answers "unassigned" and apply_full does nothing
+    // without reading a large SDN config.
+    assert_eq!(sandbox.files(), ["run/applied-config", "run/applied-record"]);
     // And with nothing installed, a missing file is a no-op.
     std::fs::remove_file(&sandbox.settings.running_config).unwrap();
     assert_eq!(ms.apply_full().unwrap(), microseg::Report::default());
