@@ -246,7 +246,8 @@ impl Microseg {
             u.state.reconcile_loaded(loaded, plan, &|| self.ranks(), &mut report).context(u.state.name())?;
             u.subsystem.count_targets(&mut report, plan.counted);
         }
-        log::info!("microseg: full pass (config as applied): {report}");
+        log::debug!("microseg: the running config is the applied one: only what depends on the node was synced");
+        log::info!("microseg: full pass: {report}");
         Ok(Some(report))
     }
 
