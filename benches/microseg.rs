@@ -117,9 +117,11 @@ const NOTES: &str = "\
   back through the flow table; nothing the other way, which the bench checks); `iperf3` TCP for
   3 s, UDP with 64-byte payloads at unlimited rate for 3 s (received packets per second), and a
   TCP connect/request/answer/close loop for 2 s (connections per second); the median of three runs
-  each. The nftables ruleset is the bridge-family equivalent with conntrack: a map from input port
-  to mark in prerouting; in forward `ct state established,related accept`, then a verdict map keyed
-  by `mark . oifname . l4proto . dport` for enforced ports, default drop. Counters prove that both
+  each. The nftables ruleset is the equivalent with conntrack: a map from input port to mark in
+  bridge prerouting; in the inet forward hook, which sees bridged traffic through br_netfilter as
+  the PVE firewall's iptables does (this kernel has no bridge-family conntrack),
+  `ct state established,related accept`, then a verdict map keyed by
+  `mark . daddr . l4proto . dport` for enforced guests, default drop. Counters prove that both
   conntrack and the verdict map judged the traffic. (It overwrites the whole mark; ours keeps the
   upper bits.)
 
@@ -734,13 +736,13 @@ fn throughput(rows: &mut Vec<Row>) {
         sh(&format!("nft -f {}", file.display()));
         results.push((format!("nftables, {pairs} pairs"), run(&format!("nft {pairs}"))));
         // The ruleset really judged the traffic (a table that never matched would measure nothing).
-        let listing = sh("nft list chain bridge microseg ms_enforce");
+        let listing = sh("nft list chain inet microseg ms_enforce");
         let counted = |tag: &str| -> u64 {
             listing.lines().find(|l| l.contains(tag)).and_then(|l| l.split("packets ").nth(1)).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap()
         };
         assert!(counted("established") > 100_000, "conntrack judged only {} packets", counted("established"));
         assert!(counted("@verdicts") > 1_000, "the verdict map judged only {} packets", counted("@verdicts"));
-        sh("nft delete table bridge microseg");
+        sh("nft delete table inet microseg && nft delete table bridge microseg_stamp");
     }
     let _ = server.kill();
     let _ = server.wait();
@@ -811,33 +813,39 @@ fn throughput_config(pairs: u32) -> String {
     format!(r#"{{"microseg": {{"ids": {{ {} }}}}}}"#, ids.join(","))
 }
 
-/// The same stateful policy in the bridge family with conntrack: input
-/// port -> mark in prerouting; in forward, established and related traffic
-/// passes, new flows toward enforced ports go through a verdict map keyed
-/// by (mark, output port, protocol, destination port), default drop.
+/// The same stateful policy with nftables and conntrack. The bridge family
+/// has no conntrack in this kernel (`NF_CONNTRACK_BRIDGE` is off), so, as
+/// the PVE firewall does with iptables, the inet forward hook judges the
+/// bridged traffic through br_netfilter (`bridge-nf-call-iptables`, 1 by
+/// default in every namespace): input port -> mark in bridge prerouting;
+/// in inet forward, established and related traffic passes, new flows
+/// toward an enforced guest go through a verdict map keyed by (mark,
+/// destination, protocol, destination port), default drop.
 fn nft_ruleset(pairs: u32) -> String {
     let mut elems = vec![
-        "1 . \"veth2i0\" . tcp . 5201 : accept".to_string(),
-        "1 . \"veth2i0\" . tcp . 5202 : accept".to_string(),
-        "1 . \"veth2i0\" . udp . 5201 : accept".to_string(),
+        "1 . 10.77.0.2 . tcp . 5201 : accept".to_string(),
+        "1 . 10.77.0.2 . tcp . 5202 : accept".to_string(),
+        "1 . 10.77.0.2 . udp . 5201 : accept".to_string(),
     ];
     let mut n = 1;
     let mut g = 3;
     while n < pairs {
-        elems.push(format!("{g} . \"veth{}i0\" . tcp . {} : accept", 100 + n % 997, 1 + n % 60000));
+        elems.push(format!("{g} . 10.99.{}.{} . tcp . {} : accept", (n / 250) % 250, 1 + n % 250, 1 + n % 60000));
         n += 1;
         g += 1;
     }
     format!(
-        "table bridge microseg {{\n\
+        "table bridge microseg_stamp {{\n\
          map port_group {{\n type ifname : mark\n elements = {{ \"veth1i0\" : 1, \"veth2i0\" : 2 }}\n }}\n\
-         set enforced {{\n type ifname\n elements = {{ \"veth1i0\", \"veth2i0\" }}\n }}\n\
-         map verdicts {{\n type mark . ifname . inet_proto . inet_service : verdict\n elements = {{ {} }}\n }}\n\
          chain ms_stamp {{\n type filter hook prerouting priority 0\n meta mark set iifname map @port_group\n }}\n\
+         }}\n\
+         table inet microseg {{\n\
+         set enforced {{\n type ipv4_addr\n elements = {{ 10.77.0.1, 10.77.0.2 }}\n }}\n\
+         map verdicts {{\n type mark . ipv4_addr . inet_proto . inet_service : verdict\n elements = {{ {} }}\n }}\n\
          chain ms_enforce {{\n type filter hook forward priority 0; policy accept\n\
-           oifname @enforced ct state established,related counter accept\n\
-           oifname @enforced counter meta mark and 0xffff . oifname . meta l4proto . th dport vmap @verdicts\n\
-           oifname @enforced drop\n }}\n\
+           ip daddr @enforced ct state established,related counter accept\n\
+           ip daddr @enforced counter meta mark and 0xffff . ip daddr . meta l4proto . th dport vmap @verdicts\n\
+           ip daddr @enforced drop\n }}\n\
          }}\n",
         elems.join(", ")
     )
