@@ -257,8 +257,6 @@ fn the_policy_holds_across_srv6_and_status_counts_the_carrier() {
 
 #[test]
 fn a_one_way_rule_holds_across_srv6_replies_included() {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
     let t = SrNodes::new();
     // web (A) may open TCP 80 and UDP 53 toward db (B); nothing the other way.
     let json = format!(
@@ -273,51 +271,7 @@ fn a_one_way_rule_holds_across_srv6_replies_included() {
         srv6_section("ul0")
     );
     t.apply_both(&json);
-    let (web, db) = ("veth101i0", "veth203i0");
-    let (ip_web, ip_db) = (t.lab.endpoint_ip(web), t.lab.endpoint_ip(db));
-    let serve = |guest: &str, addr: SocketAddrV4| {
-        let l = in_netns(t.lab.guest_ns(guest), || TcpListener::bind(addr).unwrap());
-        std::thread::spawn(move || {
-            if let Ok((mut s, _)) = l.accept() {
-                let mut buf = [0u8; 32];
-                if let Ok(n) = s.read(&mut buf) {
-                    let _ = s.write_all(&[b"re:".as_slice(), &buf[..n]].concat());
-                }
-            }
-        })
-    };
-    let talk = |from: &str, to: SocketAddrV4| -> Option<String> {
-        in_netns(t.lab.guest_ns(from), || {
-            let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_millis(1500)).ok()?;
-            s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
-            s.write_all(b"hi").ok()?;
-            let mut buf = [0u8; 32];
-            let n = s.read(&mut buf).ok()?;
-            Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-        })
-    };
-    let _s = serve(db, SocketAddrV4::new(ip_db, 80));
-    assert_eq!(talk(web, SocketAddrV4::new(ip_db, 80)).as_deref(), Some("re:hi"), "web (A) -> db (B) tcp/80 and back");
-    let _s2 = serve(web, SocketAddrV4::new(ip_web, 80));
-    assert_eq!(talk(db, SocketAddrV4::new(ip_web, 80)), None, "db (B) opened TCP toward web (A)");
-    let db_sock = listen(&t, db, 53);
-    in_netns(t.lab.guest_ns(web), || {
-        let s = UdpSocket::bind(SocketAddrV4::new(ip_web, 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
-        s.send_to(b"query", SocketAddrV4::new(ip_db, 53)).unwrap();
-        let mut buf = [0u8; 32];
-        let (n, from) = db_sock.recv_from(&mut buf).unwrap();
-        db_sock.send_to(b"answer", from).unwrap();
-        assert_eq!(&buf[..n], b"query");
-        let n = s.recv(&mut buf).expect("the UDP answer did not come back over SRv6");
-        assert_eq!(&buf[..n], b"answer");
-    });
-    let web_sock = listen(&t, web, 53);
-    in_netns(t.lab.guest_ns(db), || {
-        let s = UdpSocket::bind(SocketAddrV4::new(ip_db, 0)).unwrap();
-        s.send_to(b"query", SocketAddrV4::new(ip_web, 53)).unwrap();
-    });
-    assert!(received(&web_sock).is_empty(), "db (B) opened UDP toward web (A)");
+    assert_one_way(&t.lab, "veth101i0", "veth203i0", "SRv6");
 }
 
 #[test]

@@ -79,6 +79,21 @@ impl KernelState {
         Ok(pins)
     }
 
+    /// The link pins whose link is live on the netdev of its name now (not
+    /// detached, its ifindex not recycled): what `status` calls attached.
+    pub fn live_link_pins(&self) -> Result<Vec<LinkPin>> {
+        Ok(self
+            .link_pins()?
+            .into_iter()
+            .filter(|link| {
+                sys::obj_get(&link.path)
+                    .ok()
+                    .and_then(|fd| sys::link_info(fd.as_fd()).ok())
+                    .is_some_and(|i| i.ifindex != 0 && netdev::ifindex(&link.netdev) == Some(i.ifindex))
+            })
+            .collect())
+    }
+
     /// Makes sure `target` carries the current `program`.
     pub fn attach(
         &self,

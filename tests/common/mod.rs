@@ -677,3 +677,54 @@ impl Lab {
         ip(self.endpoints.iter().find(|e| e.name == name).expect("endpoint").host)
     }
 }
+
+/// A one-way rule across nodes, replies included: `web` may open TCP 80
+/// and UDP 53 toward `db` and gets the answers; `db` opens nothing toward
+/// `web`. Real sockets in the guests' namespaces.
+#[allow(dead_code)]
+pub fn assert_one_way(lab: &Lab, web: &str, db: &str, carrier: &str) {
+    use std::net::{TcpListener, TcpStream};
+    let (ip_web, ip_db) = (lab.endpoint_ip(web), lab.endpoint_ip(db));
+    let serve = |guest: &str, addr: SocketAddrV4| {
+        let l = in_netns(lab.guest_ns(guest), || TcpListener::bind(addr).unwrap());
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut buf = [0u8; 32];
+                if let Ok(n) = s.read(&mut buf) {
+                    let _ = s.write_all(&[b"re:".as_slice(), &buf[..n]].concat());
+                }
+            }
+        })
+    };
+    let talk = |from: &str, to: SocketAddrV4| -> Option<String> {
+        in_netns(lab.guest_ns(from), || {
+            let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_millis(1500)).ok()?;
+            s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
+            s.write_all(b"hi").ok()?;
+            let mut buf = [0u8; 32];
+            let n = s.read(&mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+    };
+    let _s = serve(db, SocketAddrV4::new(ip_db, 80));
+    assert_eq!(talk(web, SocketAddrV4::new(ip_db, 80)).as_deref(), Some("re:hi"), "{web} -> {db} tcp/80 and back over {carrier}");
+    let _s2 = serve(web, SocketAddrV4::new(ip_web, 80));
+    assert_eq!(talk(db, SocketAddrV4::new(ip_web, 80)), None, "{db} opened TCP toward {web} over {carrier}");
+    let bind = |guest: &str, ip: Ipv4Addr, port: u16| {
+        let s = in_netns(lab.guest_ns(guest), || UdpSocket::bind(SocketAddrV4::new(ip, port)).unwrap());
+        s.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+        s
+    };
+    let db_sock = bind(db, ip_db, 53);
+    let web_sock = bind(web, ip_web, 0);
+    web_sock.send_to(b"query", SocketAddrV4::new(ip_db, 53)).unwrap();
+    let mut buf = [0u8; 32];
+    let (n, from) = db_sock.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"query");
+    db_sock.send_to(b"answer", from).unwrap();
+    let n = web_sock.recv(&mut buf).unwrap_or_else(|e| panic!("the UDP answer did not come back over {carrier}: {e}"));
+    assert_eq!(&buf[..n], b"answer");
+    let web53 = bind(web, ip_web, 53);
+    bind(db, ip_db, 0).send_to(b"query", SocketAddrV4::new(ip_web, 53)).unwrap();
+    assert!(web53.recv(&mut buf).is_err(), "{db} opened UDP toward {web} over {carrier}");
+}

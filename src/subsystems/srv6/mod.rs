@@ -17,7 +17,7 @@ use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::kernel::state::{KernelState, Loaded};
 use crate::subsystems::vtepguard::{recorded_ifaces, underlay_targets};
-use crate::kernel::{netdev, sys};
+use crate::kernel::netdev;
 use crate::report::{Report, Status};
 
 use maps::{Peer6Key, PeerValue, Srv6Counters, SRV6_PEERS, SRV6_STATS};
@@ -61,14 +61,8 @@ impl Default for Srv6 {
 /// The netdevs that carry every program of `state` as a live link.
 fn carrying(state: &KernelState) -> Result<Vec<String>> {
     let mut by_netdev: BTreeMap<String, usize> = BTreeMap::new();
-    for link in state.link_pins()? {
-        let live = sys::obj_get(&link.path)
-            .ok()
-            .and_then(|fd| sys::link_info(std::os::fd::AsFd::as_fd(&fd)).ok())
-            .is_some_and(|i| i.ifindex != 0 && netdev::ifindex(&link.netdev) == Some(i.ifindex));
-        if live {
-            *by_netdev.entry(link.netdev).or_default() += 1;
-        }
+    for link in state.live_link_pins()? {
+        *by_netdev.entry(link.netdev).or_default() += 1;
     }
     Ok(by_netdev.into_iter().filter(|(_, n)| *n == PROGRAMS.len()).map(|(name, _)| name).collect())
 }

@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::config::MicrosegConfig;
 use crate::kernel::links::Target;
 use crate::kernel::maps::{Entries, MapDesc, Ownership};
-use crate::kernel::{netdev, sys};
+use crate::kernel::netdev;
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::kernel::state::Loaded;
@@ -122,15 +122,7 @@ impl super::Subsystem for VtepGuard {
         cfg: Option<&MicrosegConfig>,
         out: &mut crate::report::Status,
     ) -> Result<()> {
-        for link in state.link_pins()? {
-            let live = sys::obj_get(&link.path)
-                .ok()
-                .and_then(|fd| sys::link_info(std::os::fd::AsFd::as_fd(&fd)).ok())
-                .is_some_and(|i| i.ifindex != 0 && netdev::ifindex(&link.netdev) == Some(i.ifindex));
-            if live {
-                out.underlay.guarded.push(link.netdev);
-            }
-        }
+        out.underlay.guarded = state.live_link_pins()?.into_iter().map(|link| link.netdev).collect();
         let Some(g) = cfg.and_then(|c| c.guard.as_ref()) else { return Ok(()) };
         out.underlay.interfaces.insert(self.spec.name.to_string(), g.ifaces.clone());
         out.underlay.peers = g.peers.iter().map(|p| p.to_string()).collect();
