@@ -6,11 +6,7 @@
 mod common;
 
 use std::net::{SocketAddrV4, UdpSocket};
-use std::time::Duration;
 
-use microseg::subsystems::microseg::OBJECT as MICROSEG_OBJECT;
-use microseg::subsystems::microseg::resolve;
-use microseg::{config, Microseg, Settings};
 
 use common::*;
 
@@ -59,100 +55,39 @@ fn running_config(guard: bool) -> String {
 
 /// Node A (this thread's namespace) and node B, an underlay switch with an
 /// outsider on it, VXLAN with GBP on both nodes, guests on both.
-struct TwoNodes {
-    lab: Lab,
-    node_b: String,
-    wire: Netns,
-    outsider: Netns,
-    sandbox_a: Sandbox,
-    sandbox_b: Sandbox,
-}
-
-impl TwoNodes {
-    fn new() -> TwoNodes {
-        let mut lab = Lab::new();
-        let node_a = lab.first_node();
-        let node_b = lab.add_node("hostB", 253);
-        let wire = Netns::new("wire");
-        ip_batch(Some(&wire.name), "link set lo up\nlink add sw type bridge\nlink set sw up\n");
-        let outsider = Netns::new("outsider");
-        for (ns, host, port) in [(node_a.as_str(), 1u8, "pa"), (node_b.as_str(), 2, "pb"), (outsider.name.as_str(), 66, "pm")] {
-            ip_batch(Some(ns), &format!("link add ul0 type veth peer name {port} netns {}\n", wire.name));
-            ip_batch(Some(&wire.name), &format!("link set {port} master sw\nlink set {port} up\n"));
-            ip_batch(
-                Some(ns),
-                &format!(
-                    "addr add {}/24 dev ul0\naddr add {}/64 dev ul0 nodad\nlink set ul0 up\nlink set lo up\n",
-                    underlay_ip(host),
-                    underlay_ip6(host)
-                ),
-            );
-        }
+fn two_nodes() -> TwoNodeLab {
+    let mut base = TwoNodeLab::new(|host| {
+        format!("addr add {}/24 dev ul0\naddr add {}/64 dev ul0 nodad\n", underlay_ip(host), underlay_ip6(host))
+    });
+    let node_a = base.lab.first_node();
+    let node_b = base.node_b.clone();
+    let lab = &mut base.lab;
+    ip_batch(
+        Some(&node_b),
+        &format!(
+            "link add vxlan6 type vxlan id {VNI6} local {} dstport 4789 gbp\nlink set vxlan6 mtu 1430 master vmbr0 up\n",
+            underlay_ip6(2)
+        ),
+    );
+    for (ns, local, peer) in [(node_a.as_str(), 1u8, 2u8), (node_b.as_str(), 2, 1)] {
         ip_batch(
-            Some(&node_b),
+            Some(ns),
             &format!(
-                "link add vxlan6 type vxlan id {VNI6} local {} dstport 4789 gbp\nlink set vxlan6 mtu 1430 master vmbr0 up\n",
-                underlay_ip6(2)
+                "link add vxlan_vnet1 type vxlan id {VNI} local {} dstport 4789 gbp\n\
+                 link set vxlan_vnet1 mtu 1450 master vmbr0 up\n",
+                underlay_ip(local)
             ),
         );
-        for (ns, local, peer) in [(node_a.as_str(), 1u8, 2u8), (node_b.as_str(), 2, 1)] {
-            ip_batch(
-                Some(ns),
-                &format!(
-                    "link add vxlan_vnet1 type vxlan id {VNI} local {} dstport 4789 gbp\n\
-                     link set vxlan_vnet1 mtu 1450 master vmbr0 up\n",
-                    underlay_ip(local)
-                ),
-            );
-            sh(&format!("bridge -n {ns} fdb append 00:00:00:00:00:00 dev vxlan_vnet1 dst {}", underlay_ip(peer)));
-        }
-        lab.add_veth_on(&node_a, "veth101i0", 1, true);
-        lab.add_veth_on(&node_a, "veth102i0", 2, true);
-        lab.add_tap("tap103i0", 3, true);
-        lab.add_veth_on(&node_b, "veth201i0", 11, true);
-        lab.add_veth_on(&node_b, "veth202i0", 12, true);
-        lab.add_veth_on(&node_b, "veth203i0", 13, true);
-        lab.add_veth_on(&node_b, "veth204i0", 14, true);
-        TwoNodes { lab, node_b, wire, outsider, sandbox_a: Sandbox::new("nodeA"), sandbox_b: Sandbox::new("nodeB") }
+        sh(&format!("bridge -n {ns} fdb append 00:00:00:00:00:00 dev vxlan_vnet1 dst {}", underlay_ip(peer)));
     }
-
-    fn ms_a(&self) -> Microseg {
-        self.sandbox_a.microseg()
-    }
-
-    /// Node B reads the same running config (pmxcfs replicates it).
-    fn ms_b(&self) -> Microseg {
-        let settings = Settings { running_config: self.sandbox_a.settings.running_config.clone(), ..self.sandbox_b.settings.clone() };
-        Microseg::new(settings, &MICROSEG_OBJECT)
-    }
-
-    fn apply_both(&self, json: &str) -> (microseg::Report, microseg::Report) {
-        self.sandbox_a.write_config(json);
-        let a = self.ms_a().apply_full().unwrap();
-        let b = in_netns(self.lab.node(&self.node_b), || self.ms_b().apply_full().unwrap());
-        (a, b)
-    }
-
-    fn expected(&self, json: &str) -> Matrix {
-        let cfg = config::parse(json.as_bytes()).unwrap();
-        let pairs = resolve::resolve(&cfg, 1 << 20).unwrap().pairs();
-        predict(&self.lab.names(), &nic_groups(&cfg), &pairs)
-    }
-
-    fn assert_matrix(&mut self, json: &str, what: &str) -> Matrix {
-        let want = self.expected(json);
-        let got = self.lab.measure();
-        let names = self.lab.names();
-        assert_eq!(got, want, "{what}\nmeasured:\n{}\nexpected:\n{}", render(&got, &names), render(&want, &names));
-        got
-    }
-}
-
-impl Drop for TwoNodes {
-    fn drop(&mut self) {
-        let _ = in_netns(self.lab.node(&self.node_b), || self.ms_b().clear());
-        let _ = (&self.wire, &self.outsider);
-    }
+    lab.add_veth_on(&node_a, "veth101i0", 1, true);
+    lab.add_veth_on(&node_a, "veth102i0", 2, true);
+    lab.add_tap("tap103i0", 3, true);
+    lab.add_veth_on(&node_b, "veth201i0", 11, true);
+    lab.add_veth_on(&node_b, "veth202i0", 12, true);
+    lab.add_veth_on(&node_b, "veth203i0", 13, true);
+    lab.add_veth_on(&node_b, "veth204i0", 14, true);
+    base
 }
 
 fn on(m: &Matrix, s: &str, d: &str) -> bool {
@@ -161,7 +96,7 @@ fn on(m: &Matrix, s: &str, d: &str) -> bool {
 
 #[test]
 fn cross_node_matrix_follows_the_policy() {
-    let mut t = TwoNodes::new();
+    let mut t = two_nodes();
     let json = running_config(false);
     let (a, b) = t.apply_both(&json);
     assert_eq!((a.nics, b.nics), (3, 4 - 1), "node A enforces 101-103, node B 201-203");
@@ -179,29 +114,10 @@ fn cross_node_matrix_follows_the_policy() {
 
 #[test]
 fn upper_mark_bits_on_one_node_change_no_verdict_on_the_other() {
-    let mut t = TwoNodes::new();
+    let mut t = two_nodes();
     let json = running_config(false);
     t.apply_both(&json);
-    let before = t.assert_matrix(&json, "before the firewall bits");
-    // As the PVE firewall does, set upper mark bits on node A after our
-    // stamp (netfilter ingress runs after tc): bit 31, and the bits the
-    // VXLAN GBP header carries as its D (22) and A (19) flags.
-    let mut nft = String::from("table netdev fw {\n");
-    for (i, nic) in ["veth101i0", "veth102i0", "tap103i0"].iter().enumerate() {
-        nft.push_str(&format!(
-            "  chain in{i} {{ type filter hook ingress device {nic} priority 0; meta mark set meta mark or 0x80480000; }}\n"
-        ));
-    }
-    nft.push_str("  chain out { type filter hook egress device vxlan_vnet1 priority 0; meta mark & 0x80480000 == 0x80480000 counter; }\n}\n");
-    let file = t.sandbox_a.dir.join("fw.nft");
-    std::fs::write(&file, nft).unwrap();
-    sh(&format!("nft -f {}", file.display()));
-    let after = t.assert_matrix(&json, "with firewall bits set on node A");
-    assert_eq!(after, before);
-    let counters = sh("nft list chain netdev fw out");
-    let packets: u64 = counters.split("packets ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
-    assert!(packets > 0, "no marked packet left node A through VXLAN: {counters}");
-    sh("nft delete table netdev fw");
+    t.assert_upper_mark_bits_change_nothing(&json, &["veth101i0", "veth102i0", "tap103i0"], "vxlan_vnet1");
 }
 
 /// A VXLAN-GBP packet: header with the G and I flags, `group`, the VNI, then `inner`.
@@ -213,47 +129,19 @@ fn vxlan_gbp(group: u16, inner: &[u8]) -> Vec<u8> {
     p
 }
 
-fn listen(t: &TwoNodes, guest: &str, port: u16) -> UdpSocket {
-    let ip = t.lab.endpoint_ip(guest);
-    let s = in_netns(t.lab.guest_ns(guest), || UdpSocket::bind(SocketAddrV4::new(ip, port)).unwrap());
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    s
-}
-
-fn received(s: &UdpSocket) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
-    while let Ok(n) = s.recv(&mut buf) {
-        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
-    out
-}
-
 #[test]
 fn a_guest_cannot_choose_its_group() {
-    let t = TwoNodes::new();
+    let t = two_nodes();
     t.apply_both(&running_config(false));
     // db -> db has no rule; app -> db is allowed. The db guest on A claims app.
-    let target = listen(&t, "veth203i0", 7000);
-    let vxlan_target = listen(&t, "veth203i0", 4789);
+    let target = t.listen("veth203i0", 7000);
+    let vxlan_target = t.listen("veth203i0", 4789);
     let to = |port| SocketAddrV4::new(t.lab.endpoint_ip("veth203i0"), port);
+    // 1. A socket mark with app's group, set inside the guest.
+    send_with_socket_mark(&t.lab, "veth102i0", 10, to(7000), b"marked");
+    // 2. VXLAN-GBP it encapsulates itself, claiming app, to the target.
     in_netns(t.lab.guest_ns("veth102i0"), || {
         let s = UdpSocket::bind(SocketAddrV4::new(t.lab.endpoint_ip("veth102i0"), 0)).unwrap();
-        // 1. A socket mark with app's group, set inside the guest.
-        let mark: libc::c_int = 10;
-        // SAFETY: setsockopt with a valid int.
-        let r = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&s),
-                libc::SOL_SOCKET,
-                libc::SO_MARK,
-                &mark as *const _ as *const libc::c_void,
-                4,
-            )
-        };
-        assert_eq!(r, 0);
-        s.send_to(b"marked", to(7000)).unwrap();
-        // 2. VXLAN-GBP it encapsulates itself, claiming app, to the target.
         let inner = udp_frame(mac(99), mac(13), ip(99), ip(13), b"inner");
         s.send_to(&vxlan_gbp(10, &inner), to(4789)).unwrap();
     });
@@ -271,11 +159,11 @@ fn a_guest_cannot_choose_its_group() {
 
 #[test]
 fn forged_vxlan_from_the_underlay_is_dropped_with_the_vtep_guard() {
-    let mut t = TwoNodes::new();
+    let mut t = two_nodes();
     t.apply_both(&running_config(false));
-    let target = listen(&t, "veth203i0", 7001);
+    let target = t.listen("veth203i0", 7001);
     // An outsider on the underlay claims group app (10), which may reach db.
-    let forge = |t: &TwoNodes, n: u32| {
+    let forge = |t: &TwoNodeLab, n: u32| {
         in_netns(&t.outsider, || {
             let s = UdpSocket::bind(format!("{}:0", underlay_ip(66))).unwrap();
             for i in 0..n {
@@ -307,7 +195,7 @@ fn forged_vxlan_from_the_underlay_is_dropped_with_the_vtep_guard() {
 
 /// A forged VXLAN-GBP frame from the outsider to node B: outer IPv4 or IPv6,
 /// behind `tags`, claiming group app (10), inner UDP to db's guest on B.
-fn forged_frame(t: &TwoNodes, v6: bool, tags: &[(u16, u16)], payload: &str) -> Vec<u8> {
+fn forged_frame(t: &TwoNodeLab, v6: bool, tags: &[(u16, u16)], payload: &str) -> Vec<u8> {
     use common::packet::Frame;
     let mut inner = udp_frame(mac(99), mac(13), ip(99), ip(13), payload.as_bytes());
     inner[36..38].copy_from_slice(&7002u16.to_be_bytes());
@@ -329,9 +217,9 @@ fn forged_frame(t: &TwoNodes, v6: bool, tags: &[(u16, u16)], payload: &str) -> V
 #[test]
 fn forged_vxlan_over_ipv6_and_vlan_stacks_is_dropped_with_the_vtep_guard() {
     use common::packet::{TPID_8021AD, TPID_8021Q};
-    let t = TwoNodes::new();
+    let t = two_nodes();
     t.apply_both(&running_config(false));
-    let target = listen(&t, "veth203i0", 7002);
+    let target = t.listen("veth203i0", 7002);
     let stacks: Vec<Vec<(u16, u16)>> = vec![
         vec![],
         vec![(TPID_8021Q, 0)],
@@ -341,7 +229,7 @@ fn forged_vxlan_over_ipv6_and_vlan_stacks_is_dropped_with_the_vtep_guard() {
         vec![(TPID_8021Q, 5)],
         vec![(TPID_8021AD, 100), (TPID_8021Q, 0)],
     ];
-    let send_all = |t: &TwoNodes, round: &str| {
+    let send_all = |t: &TwoNodeLab, round: &str| {
         in_netns(&t.outsider, || {
             for v6 in [false, true] {
                 for (i, tags) in stacks.iter().enumerate() {
@@ -381,7 +269,7 @@ fn forged_vxlan_over_ipv6_and_vlan_stacks_is_dropped_with_the_vtep_guard() {
 /// address, its underlay address (routed by the node), the subnet and the
 /// limited broadcast; from their own address, and raw with a peer's and the
 /// node's address as source, untagged and VLAN-tagged.
-fn guest_forgeries(t: &TwoNodes, attacker: &str, round: &str) {
+fn guest_forgeries(t: &TwoNodeLab, attacker: &str, round: &str) {
     use common::packet::{send_raw, Frame, TPID_8021AD, TPID_8021Q};
     let mut n = 0;
     let mut next = |what: &str| {
@@ -413,16 +301,11 @@ fn guest_forgeries(t: &TwoNodes, attacker: &str, round: &str) {
     });
 }
 
-impl TwoNodes {
-    fn host_of(&self, name: &str) -> u8 {
-        self.lab.endpoint_ip(name).octets()[3]
-    }
-}
 
 #[test]
 fn a_guest_cannot_make_the_node_decapsulate_its_own_vxlan() {
-    let mut t = TwoNodes::new();
-    let target = listen(&t, "veth203i0", 7003);
+    let mut t = two_nodes();
+    let target = t.listen("veth203i0", 7003);
     for attacker in ["veth201i0", "veth204i0"] {
         // The node routes what the guests send to its underlay address.
         ip_batch(Some(&t.lab.guest_ns(attacker).name), &format!("route add {UNDERLAY}.0/24 via {}\n", ip(253)));
@@ -443,7 +326,7 @@ fn a_guest_cannot_make_the_node_decapsulate_its_own_vxlan() {
 
     // Peers still carry the policy, and guests exchange VXLAN among themselves.
     t.assert_matrix(&json, "with the tunnel checks on");
-    let vx_between = listen(&t, "veth202i0", 4789);
+    let vx_between = t.listen("veth202i0", 4789);
     in_netns(t.lab.guest_ns("veth201i0"), || {
         let s = UdpSocket::bind(SocketAddrV4::new(t.lab.endpoint_ip("veth201i0"), 0)).unwrap();
         s.send_to(b"guest-vxlan", SocketAddrV4::new(t.lab.endpoint_ip("veth202i0"), 4789)).unwrap();
@@ -471,7 +354,7 @@ fn one_way_config() -> String {
 
 #[test]
 fn a_one_way_rule_holds_across_nodes_replies_included() {
-    let t = TwoNodes::new();
+    let t = two_nodes();
     t.apply_both(&one_way_config());
     assert_one_way(&t.lab, "veth101i0", "veth203i0", "VXLAN");
 }

@@ -7,12 +7,8 @@
 mod common;
 
 use std::net::{Ipv6Addr, SocketAddrV4, UdpSocket};
-use std::time::Duration;
 
 use microseg::report::Status;
-use microseg::subsystems::microseg::resolve;
-use microseg::subsystems::microseg::OBJECT as MICROSEG_OBJECT;
-use microseg::{config, Microseg, Settings};
 
 use common::packet::{mac_of, send_raw, srh_tagged, Frame, TPID_8021AD, TPID_8021Q};
 use common::*;
@@ -58,114 +54,50 @@ fn running_config(extra: &str) -> String {
 
 /// Node A (this thread's namespace) and node B on an IPv6 underlay switch
 /// with an outsider on it; each node routes the other's guests into SRv6.
-struct SrNodes {
-    lab: Lab,
-    node_b: String,
-    wire: Netns,
-    outsider: Netns,
-    sandbox_a: Sandbox,
-    sandbox_b: Sandbox,
-}
-
-impl SrNodes {
-    fn new() -> SrNodes {
-        let mut lab = Lab::new();
-        let node_a = lab.first_node();
-        let node_b = lab.add_node("hostB", 253);
-        let wire = Netns::new("wire");
-        ip_batch(Some(&wire.name), "link set lo up\nlink add sw type bridge\nlink set sw up\n");
-        let outsider = Netns::new("outsider");
-        for (ns, host, port) in [(node_a.as_str(), 1u8, "pa"), (node_b.as_str(), 2, "pb"), (outsider.name.as_str(), 66, "pm")] {
-            ip_batch(Some(ns), &format!("link add ul0 type veth peer name {port} netns {}\n", wire.name));
-            ip_batch(Some(&wire.name), &format!("link set {port} master sw\nlink set {port} up\n"));
-            ip_batch(Some(ns), &format!("addr add {}/64 dev ul0 nodad\nlink set ul0 up\nlink set lo up\n", ul(host)));
+fn sr_nodes() -> TwoNodeLab {
+    let mut base = TwoNodeLab::new(|host| format!("addr add {}/64 dev ul0 nodad\n", ul(host)));
+    let node_a = base.lab.first_node();
+    let node_b = base.node_b.clone();
+    let lab = &mut base.lab;
+    lab.add_veth_on(&node_a, "veth101i0", 1, true);
+    lab.add_veth_on(&node_a, "veth102i0", 2, true);
+    lab.add_veth_on(&node_b, "veth201i0", 11, true);
+    lab.add_veth_on(&node_b, "veth202i0", 12, true);
+    lab.add_veth_on(&node_b, "veth203i0", 13, true);
+    lab.add_veth_on(&node_b, "veth204i0", 14, true);
+    // Each node: a router for its guests, its SID decapsulating into
+    // its routing table, the other node's guests behind the other SID.
+    for (ns, me, sid, other, other_sid, remote) in
+        [(node_a.as_str(), 1u8, SID_A, 2u8, SID_B, &ON_B[..]), (node_b.as_str(), 2, SID_B, 1, SID_A, &ON_A[..])]
+    {
+        sh(&format!(
+            "ip netns exec {ns} sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 net.ipv6.conf.ul0.forwarding=1"
+        ));
+        let mut batch = format!(
+            "sr tunsrc set {}\n\
+             route add {sid}/128 encap seg6local action End.DX4 nh4 0.0.0.0 dev ul0\n\
+             route add {other_sid}/128 via {} dev ul0\n",
+            ul(me),
+            ul(other)
+        );
+        for h in remote {
+            batch.push_str(&format!("route add {}/32 encap seg6 mode encap segs {other_sid} dev ul0\n", ip(*h)));
         }
-        lab.add_veth_on(&node_a, "veth101i0", 1, true);
-        lab.add_veth_on(&node_a, "veth102i0", 2, true);
-        lab.add_veth_on(&node_b, "veth201i0", 11, true);
-        lab.add_veth_on(&node_b, "veth202i0", 12, true);
-        lab.add_veth_on(&node_b, "veth203i0", 13, true);
-        lab.add_veth_on(&node_b, "veth204i0", 14, true);
-        // Each node: a router for its guests, its SID decapsulating into
-        // its routing table, the other node's guests behind the other SID.
-        for (ns, me, sid, other, other_sid, remote) in
-            [(node_a.as_str(), 1u8, SID_A, 2u8, SID_B, &ON_B[..]), (node_b.as_str(), 2, SID_B, 1, SID_A, &ON_A[..])]
-        {
-            sh(&format!(
-                "ip netns exec {ns} sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 net.ipv6.conf.ul0.forwarding=1"
-            ));
-            let mut batch = format!(
-                "sr tunsrc set {}\n\
-                 route add {sid}/128 encap seg6local action End.DX4 nh4 0.0.0.0 dev ul0\n\
-                 route add {other_sid}/128 via {} dev ul0\n",
-                ul(me),
-                ul(other)
-            );
-            for h in remote {
-                batch.push_str(&format!("route add {}/32 encap seg6 mode encap segs {other_sid} dev ul0\n", ip(*h)));
-            }
-            ip_batch(Some(ns), &batch);
+        ip_batch(Some(ns), &batch);
+    }
+    // The guests reach the other node's guests through their own node.
+    for (guests, remote, router) in
+        [(&["veth101i0", "veth102i0"][..], &ON_B[..], 254u8), (&["veth201i0", "veth202i0", "veth203i0", "veth204i0"][..], &ON_A[..], 253)]
+    {
+        for g in guests {
+            let batch: String = remote
+                .iter()
+                .map(|h| format!("neigh replace {} lladdr {} dev eth0 nud permanent\n", ip(*h), mac_str(mac(router))))
+                .collect();
+            ip_batch(Some(&lab.guest_ns(g).name), &batch);
         }
-        // The guests reach the other node's guests through their own node.
-        for (guests, remote, router) in
-            [(&["veth101i0", "veth102i0"][..], &ON_B[..], 254u8), (&["veth201i0", "veth202i0", "veth203i0", "veth204i0"][..], &ON_A[..], 253)]
-        {
-            for g in guests {
-                let batch: String = remote
-                    .iter()
-                    .map(|h| format!("neigh replace {} lladdr {} dev eth0 nud permanent\n", ip(*h), mac_str(mac(router))))
-                    .collect();
-                ip_batch(Some(&lab.guest_ns(g).name), &batch);
-            }
-        }
-        SrNodes { lab, node_b, wire, outsider, sandbox_a: Sandbox::new("srA"), sandbox_b: Sandbox::new("srB") }
     }
-
-    fn ms_a(&self) -> Microseg {
-        self.sandbox_a.microseg()
-    }
-
-    /// Node B reads the same running config (pmxcfs replicates it).
-    fn ms_b(&self) -> Microseg {
-        let settings = Settings { running_config: self.sandbox_a.settings.running_config.clone(), ..self.sandbox_b.settings.clone() };
-        Microseg::new(settings, &MICROSEG_OBJECT)
-    }
-
-    fn apply_both(&self, json: &str) -> (microseg::Report, microseg::Report) {
-        self.sandbox_a.write_config(json);
-        let a = self.ms_a().apply_full().unwrap();
-        let b = in_netns(self.lab.node(&self.node_b), || self.ms_b().apply_full().unwrap());
-        (a, b)
-    }
-
-    fn status_a(&self) -> Status {
-        self.ms_a().status().unwrap()
-    }
-
-    fn status_b(&self) -> Status {
-        in_netns(self.lab.node(&self.node_b), || self.ms_b().status().unwrap())
-    }
-
-    fn assert_matrix(&mut self, json: &str, what: &str) -> Matrix {
-        let cfg = config::parse(json.as_bytes()).unwrap();
-        let pairs = resolve::resolve(&cfg, 1 << 20).unwrap().pairs();
-        let names = self.lab.names();
-        let want = predict(&names, &nic_groups(&cfg), &pairs);
-        let got = self.lab.measure();
-        assert_eq!(got, want, "{what}\nmeasured:\n{}\nexpected:\n{}", render(&got, &names), render(&want, &names));
-        got
-    }
-
-    fn host_of(&self, name: &str) -> u8 {
-        self.lab.endpoint_ip(name).octets()[3]
-    }
-}
-
-impl Drop for SrNodes {
-    fn drop(&mut self) {
-        let _ = in_netns(self.lab.node(&self.node_b), || self.ms_b().clear());
-        let _ = (&self.wire, &self.outsider);
-    }
+    base
 }
 
 fn on(m: &Matrix, s: &str, d: &str) -> bool {
@@ -180,25 +112,9 @@ fn nic_blocked(s: &Status, nic: &str) -> u64 {
     s.nics.iter().find(|n| n.name == nic).map(|n| n.counters.blocked).unwrap_or_else(|| panic!("no NIC {nic}"))
 }
 
-fn listen(t: &SrNodes, guest: &str, port: u16) -> UdpSocket {
-    let ip = t.lab.endpoint_ip(guest);
-    let s = in_netns(t.lab.guest_ns(guest), || UdpSocket::bind(SocketAddrV4::new(ip, port)).unwrap());
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    s
-}
-
-fn received(s: &UdpSocket) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
-    while let Ok(n) = s.recv(&mut buf) {
-        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
-    out
-}
-
 #[test]
 fn the_policy_holds_across_srv6_and_status_counts_the_carrier() {
-    let mut t = SrNodes::new();
+    let mut t = sr_nodes();
     let json = running_config(&srv6_section("ul0"));
     let (a, b) = t.apply_both(&json);
     assert_eq!((a.srv6, b.srv6), (1, 1), "ul0 carries the group on both nodes");
@@ -219,7 +135,7 @@ fn the_policy_holds_across_srv6_and_status_counts_the_carrier() {
     assert_eq!(sa.underlay.srv6.peers, vec![ul(1).to_string(), ul(2).to_string()]);
     assert!(sa.warnings.is_empty(), "{:?}", sa.warnings);
     let (tagged, restored) = (srv6_counter(&sa, "tagged"), srv6_counter(&t.status_b(), "restored"));
-    let target = listen(&t, "veth202i0", 7010);
+    let target = t.listen("veth202i0", 7010);
     in_netns(t.lab.guest_ns("veth101i0"), || {
         let s = UdpSocket::bind(SocketAddrV4::new(t.lab.endpoint_ip("veth101i0"), 0)).unwrap();
         for i in 0..50 {
@@ -257,7 +173,7 @@ fn the_policy_holds_across_srv6_and_status_counts_the_carrier() {
 
 #[test]
 fn a_one_way_rule_holds_across_srv6_replies_included() {
-    let t = SrNodes::new();
+    let t = sr_nodes();
     // web (A) may open TCP 80 and UDP 53 toward db (B); nothing the other way.
     let json = format!(
         r#"{{"microseg": {{"ids": {{
@@ -276,35 +192,17 @@ fn a_one_way_rule_holds_across_srv6_replies_included() {
 
 #[test]
 fn upper_mark_bits_on_the_sending_node_change_no_verdict() {
-    let mut t = SrNodes::new();
+    let mut t = sr_nodes();
     let json = running_config(&srv6_section("ul0"));
     t.apply_both(&json);
-    let before = t.assert_matrix(&json, "before the firewall bits");
-    // As the PVE firewall does, set upper mark bits on node A after our
-    // stamp (netfilter ingress runs after tc), and count them leaving on ul0.
-    let mut nft = String::from("table netdev fw {\n");
-    for (i, nic) in ["veth101i0", "veth102i0"].iter().enumerate() {
-        nft.push_str(&format!(
-            "  chain in{i} {{ type filter hook ingress device {nic} priority 0; meta mark set meta mark or 0x80480000; }}\n"
-        ));
-    }
-    nft.push_str("  chain out { type filter hook egress device ul0 priority 0; meta mark & 0x80480000 == 0x80480000 counter; }\n}\n");
-    let file = t.sandbox_a.dir.join("fw.nft");
-    std::fs::write(&file, nft).unwrap();
-    sh(&format!("nft -f {}", file.display()));
-    let after = t.assert_matrix(&json, "with firewall bits set on node A");
-    assert_eq!(after, before);
-    let counters = sh("nft list chain netdev fw out");
-    let packets: u64 = counters.split("packets ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
-    assert!(packets > 0, "no marked packet left node A through SRv6: {counters}");
-    sh("nft delete table netdev fw");
+    t.assert_upper_mark_bits_change_nothing(&json, &["veth101i0", "veth102i0"], "ul0");
 }
 
 /// SRv6 a guest builds itself: claiming app (10), which may reach db, the
 /// inner packet UDP to db's guest on B at `port`; every outer source and
 /// destination of `pairs`, untagged and behind a VID-0 tag (which the node
 /// strips and takes). Sent to the node's router MAC. Returns the count.
-fn guest_srv6(t: &SrNodes, attacker: &str, router: u8, pairs: &[(Ipv6Addr, Ipv6Addr)], port: u16, round: &str) -> u64 {
+fn guest_srv6(t: &TwoNodeLab, attacker: &str, router: u8, pairs: &[(Ipv6Addr, Ipv6Addr)], port: u16, round: &str) -> u64 {
     let me = t.host_of(attacker);
     let mut n = 0;
     in_netns(t.lab.guest_ns(attacker), || {
@@ -325,8 +223,8 @@ fn guest_srv6(t: &SrNodes, attacker: &str, router: u8, pairs: &[(Ipv6Addr, Ipv6A
 
 #[test]
 fn a_guest_cannot_choose_its_group_or_make_a_node_decapsulate_its_srv6() {
-    let t = SrNodes::new();
-    let target = listen(&t, "veth203i0", 7020);
+    let t = sr_nodes();
+    let target = t.listen("veth203i0", 7020);
     let to_target = SocketAddrV4::new(t.lab.endpoint_ip("veth203i0"), 7020);
     // db on A (no rule toward db) and web on B (denied toward db), and the
     // unassigned guest on B: every source they could claim, toward both
@@ -355,22 +253,7 @@ fn a_guest_cannot_choose_its_group_or_make_a_node_decapsulate_its_srv6() {
     let dropped_b = srv6_counter(&t.status_b(), "dropped");
     attack("enforced");
     // A socket mark claiming app, set inside the guest.
-    in_netns(t.lab.guest_ns("veth102i0"), || {
-        let s = UdpSocket::bind(SocketAddrV4::new(t.lab.endpoint_ip("veth102i0"), 0)).unwrap();
-        let mark: libc::c_int = 10;
-        // SAFETY: setsockopt with a valid int.
-        let r = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&s),
-                libc::SOL_SOCKET,
-                libc::SO_MARK,
-                &mark as *const _ as *const libc::c_void,
-                4,
-            )
-        };
-        assert_eq!(r, 0);
-        s.send_to(b"marked", to_target).unwrap();
-    });
+    send_with_socket_mark(&t.lab, "veth102i0", 10, to_target, b"marked");
     assert_eq!(received(&target), Vec::<String>::new(), "a guest chose its group over SRv6");
     // Exactly accounted: node A refuses at the guest's NIC everything that
     // claims a node's address or aims at node A (its SID included): all but
@@ -391,8 +274,8 @@ fn a_guest_cannot_choose_its_group_or_make_a_node_decapsulate_its_srv6() {
 
 #[test]
 fn srv6_from_a_non_peer_on_the_underlay_is_dropped_behind_any_vlan_stack() {
-    let t = SrNodes::new();
-    let target = listen(&t, "veth203i0", 7030);
+    let t = sr_nodes();
+    let target = t.listen("veth203i0", 7030);
     let stacks: Vec<Vec<(u16, u16)>> = vec![
         vec![],
         vec![(TPID_8021Q, 0)],

@@ -728,3 +728,143 @@ pub fn assert_one_way(lab: &Lab, web: &str, db: &str, carrier: &str) {
     bind(db, ip_db, 0).send_to(b"query", SocketAddrV4::new(ip_web, 53)).unwrap();
     assert!(web53.recv(&mut buf).is_err(), "{db} opened UDP toward {web} over {carrier}");
 }
+
+/// Two simulated nodes on an underlay switch with an outsider on it: node
+/// A is this thread's namespace, node B another; both read node A's running
+/// config (pmxcfs replicates it). Each carrier test adds its devices and
+/// routes. `ul0` of node A, node B and the outsider gets `addrs(host)`
+/// (an `ip -batch` of address lines) with hosts 1, 2 and 66.
+#[allow(dead_code)]
+pub struct TwoNodeLab {
+    pub lab: Lab,
+    pub node_b: String,
+    pub wire: Netns,
+    pub outsider: Netns,
+    pub sandbox_a: Sandbox,
+    pub sandbox_b: Sandbox,
+}
+
+#[allow(dead_code)]
+impl TwoNodeLab {
+    pub fn new(addrs: impl Fn(u8) -> String) -> TwoNodeLab {
+        let mut lab = Lab::new();
+        let node_a = lab.first_node();
+        let node_b = lab.add_node("hostB", 253);
+        let wire = Netns::new("wire");
+        ip_batch(Some(&wire.name), "link set lo up\nlink add sw type bridge\nlink set sw up\n");
+        let outsider = Netns::new("outsider");
+        for (ns, host, port) in [(node_a.as_str(), 1u8, "pa"), (node_b.as_str(), 2, "pb"), (outsider.name.as_str(), 66, "pm")] {
+            ip_batch(Some(ns), &format!("link add ul0 type veth peer name {port} netns {}\n", wire.name));
+            ip_batch(Some(&wire.name), &format!("link set {port} master sw\nlink set {port} up\n"));
+            ip_batch(Some(ns), &format!("{}link set ul0 up\nlink set lo up\n", addrs(host)));
+        }
+        TwoNodeLab { lab, node_b, wire, outsider, sandbox_a: Sandbox::new("nodeA"), sandbox_b: Sandbox::new("nodeB") }
+    }
+
+    pub fn ms_a(&self) -> Microseg {
+        self.sandbox_a.microseg()
+    }
+
+    /// Node B reads the same running config.
+    pub fn ms_b(&self) -> Microseg {
+        let settings = Settings { running_config: self.sandbox_a.settings.running_config.clone(), ..self.sandbox_b.settings.clone() };
+        Microseg::new(settings, &MICROSEG_OBJECT)
+    }
+
+    pub fn apply_both(&self, json: &str) -> (microseg::Report, microseg::Report) {
+        self.sandbox_a.write_config(json);
+        let a = self.ms_a().apply_full().unwrap();
+        let b = in_netns(self.lab.node(&self.node_b), || self.ms_b().apply_full().unwrap());
+        (a, b)
+    }
+
+    /// The policy's matrix for `json`, asserted against a measurement.
+    pub fn assert_matrix(&mut self, json: &str, what: &str) -> Matrix {
+        let cfg = microseg::config::parse(json.as_bytes()).unwrap();
+        let pairs = microseg::subsystems::microseg::resolve::resolve(&cfg, 1 << 20).unwrap().pairs();
+        let names = self.lab.names();
+        let want = predict(&names, &nic_groups(&cfg), &pairs);
+        let got = self.lab.measure();
+        assert_eq!(got, want, "{what}\nmeasured:\n{}\nexpected:\n{}", render(&got, &names), render(&want, &names));
+        got
+    }
+
+    /// A UDP socket of `guest` on `port`, reading with a short timeout.
+    pub fn listen(&self, guest: &str, port: u16) -> UdpSocket {
+        let ip = self.lab.endpoint_ip(guest);
+        let s = in_netns(self.lab.guest_ns(guest), || UdpSocket::bind(SocketAddrV4::new(ip, port)).unwrap());
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s
+    }
+
+    pub fn host_of(&self, name: &str) -> u8 {
+        self.lab.endpoint_ip(name).octets()[3]
+    }
+
+    /// As the PVE firewall does, sets upper mark bits on node A's `nics`
+    /// after our stamp (netfilter ingress runs after tc): bit 31, and the
+    /// bits VXLAN GBP carries as its D (22) and A (19) flags. The matrix of
+    /// `json` must not change, and marked packets must leave node A on
+    /// `carrier_dev`.
+    pub fn assert_upper_mark_bits_change_nothing(&mut self, json: &str, nics: &[&str], carrier_dev: &str) {
+        let before = self.assert_matrix(json, "before the firewall bits");
+        let mut nft = String::from("table netdev fw {\n");
+        for (i, nic) in nics.iter().enumerate() {
+            nft.push_str(&format!(
+                "  chain in{i} {{ type filter hook ingress device {nic} priority 0; meta mark set meta mark or 0x80480000; }}\n"
+            ));
+        }
+        nft.push_str(&format!(
+            "  chain out {{ type filter hook egress device {carrier_dev} priority 0; meta mark & 0x80480000 == 0x80480000 counter; }}\n}}\n"
+        ));
+        let file = self.sandbox_a.dir.join("fw.nft");
+        std::fs::write(&file, nft).unwrap();
+        sh(&format!("nft -f {}", file.display()));
+        let after = self.assert_matrix(json, "with firewall bits set on node A");
+        assert_eq!(after, before);
+        let counters = sh("nft list chain netdev fw out");
+        let packets: u64 = counters.split("packets ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
+        assert!(packets > 0, "no marked packet left node A through {carrier_dev}: {counters}");
+        sh("nft delete table netdev fw");
+    }
+
+    pub fn status_a(&self) -> microseg::report::Status {
+        self.ms_a().status().unwrap()
+    }
+
+    pub fn status_b(&self) -> microseg::report::Status {
+        in_netns(self.lab.node(&self.node_b), || self.ms_b().status().unwrap())
+    }
+}
+
+impl Drop for TwoNodeLab {
+    fn drop(&mut self) {
+        let _ = in_netns(self.lab.node(&self.node_b), || self.ms_b().clear());
+    }
+}
+
+/// Every datagram `s` has, as text.
+#[allow(dead_code)]
+pub fn received(s: &UdpSocket) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = s.recv(&mut buf) {
+        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    out
+}
+
+/// Sends `payload` from `guest`'s own address to `to` with socket mark
+/// `mark` set inside the guest (a guest trying to choose its group).
+#[allow(dead_code)]
+pub fn send_with_socket_mark(lab: &Lab, guest: &str, mark: u32, to: SocketAddrV4, payload: &[u8]) {
+    in_netns(lab.guest_ns(guest), || {
+        let s = UdpSocket::bind(SocketAddrV4::new(lab.endpoint_ip(guest), 0)).unwrap();
+        // SAFETY: setsockopt with a valid u32 of the size given.
+        let r = unsafe {
+            libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_MARK, &mark as *const u32 as *const libc::c_void, 4)
+        };
+        assert_eq!(r, 0, "SO_MARK: {}", std::io::Error::last_os_error());
+        s.send_to(payload, to).unwrap();
+    });
+}
