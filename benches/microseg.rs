@@ -145,14 +145,18 @@ const NOTES: &str = "\
   and the flow lookup before the policy for packets the flow table knows. 15 ns for a stateful
   verdict with per-rule accounting is not reachable with map lookups of this kind.
 - **Throughput** under the stateful L3/L4 policy (a port rule decides the client's flows, the
-  server's answers come back through the flow table): about 89-90% of no enforcement for TCP,
-  82-89% for 64-byte UDP, 88-93% for new connections per second, ahead of nftables with conntrack
-  (about 1.1x TCP, 1.4x small UDP, 1.05x connections). Every packet pays the per-packet costs above
-  twice over on a two-core machine where sender, receiver and softirq share the CPUs: the stamp on
-  the sender's NIC and the verdict on the receiver's (port rule: an LPM lookup; answers: a flow
-  lookup), plus the counters. Closing the gap to 95% takes the per-packet work above (NIC slot
-  arrays, inbound marking on the first packet only, flow lookup first); run-to-run noise here is a
-  few points, even as the median of three runs.
+  server's answers come back through the flow table): TCP reaches 90-107% of no enforcement, but
+  64-byte UDP stays at 63-89% and new connections per second at 76-93%; against nftables with
+  conntrack ours was ahead in one run (1.12x TCP, 1.42x small UDP, 1.05x connections at 10,000
+  pairs) and level or behind in another (the table above: 1.01x, 0.90x, 0.81x). Small packets and
+  new connections pay the per-packet costs above twice per packet on a two-core machine where
+  sender, receiver and softirq share the CPUs: the stamp and flow creation on the sender's NIC (an
+  LRU insert for the flow and one for the peer on every new connection), the verdict on the
+  receiver's (the port rule: an LPM lookup; inbound marking: another flow insert), the counters.
+  Closing the gap takes the per-packet work above (NIC slot arrays, inbound marking on the first
+  packet only, flow lookup first) and fewer inserts per new flow; run-to-run noise here is 10-20
+  points for small packets, even as the median of three runs, which is also why the comparison
+  with nftables flips between runs.
 ";
 
 fn chrono_like_now() -> String {
