@@ -6,7 +6,9 @@
 # /etc/pve two seconds into the boot, pve-guests.service records what is
 # enforced when it starts. Checks that pve-microseg.service ran only once
 # /etc/pve was mounted and before pve-guests, enforced the guest NIC, and
-# logged to the journal under its own identifier with priorities.
+# logged to the journal under its own identifier with priorities; then that
+# a Perl caller's warnings reach its stderr and the journal, once per
+# config change.
 # Called by package-check.sh with the package installed.
 set -euo pipefail
 
@@ -69,7 +71,7 @@ Description=collects the results and powers off
 After=pve-guests.service pve-microseg.service
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c '/usr/sbin/pve-microseg status --output-format json > /result/status.json 2>&1; journalctl -b -t pve-microseg -o json --output-fields=PRIORITY,MESSAGE > /result/journal.json; journalctl -b -t pve-microseg -o cat > /result/journal.txt; systemctl show -p ActiveState -p Result pve-microseg.service > /result/unit; systemctl poweroff'
+ExecStart=/bin/sh -c '/usr/sbin/pve-microseg status --output-format json > /result/status.json 2>&1; sed -i s/colour/flavour/ /etc/pve/sdn/.running-config; perl -MPVE::RS::SDN::Microseg -e "PVE::RS::SDN::Microseg::apply_full() for 1 .. 2" 2> /result/perl-stderr; sleep 1; journalctl -b -t pve-microseg -o json --output-fields=PRIORITY,MESSAGE > /result/journal.json; journalctl -b -t pve-microseg -o cat > /result/journal.txt; systemctl show -p ActiveState -p Result pve-microseg.service > /result/unit; systemctl poweroff'
 EOF2
 
 echo "== boot"
@@ -80,7 +82,7 @@ timeout 180 systemd-nspawn -q -D "$root" --bind-ro=/usr --private-network --regi
     systemd.wants=pve-guests.service systemd.wants=collect.service > "$box/boot.log" 2>&1 \
     || { tail -40 "$box/boot.log"; echo "nspawn-check: the container did not boot and power off" >&2; exit 1; }
 r="$box/result"
-for f in unit at-guests status.json journal.txt journal.json; do
+for f in unit at-guests status.json journal.txt journal.json perl-stderr; do
     [ -s "$r/$f" ] || { tail -40 "$box/boot.log"; echo "nspawn-check: no $f" >&2; exit 1; }
 done
 echo "-- pve-microseg.service:"; cat "$r/unit"
@@ -107,13 +109,21 @@ perl -MJSON::PP -e '
         $n{"$e->{PRIORITY}:$e->{MESSAGE}"}++;
         push @summary, $e if $e->{MESSAGE} =~ /full pass:/;
     }
-    die "no full-pass summary\n" if @summary != 1;
-    die "summary not at info priority\n" if $summary[0]{PRIORITY} != 6;
-    die "summary not one key=value line: $summary[0]{MESSAGE}\n"
-        if $summary[0]{MESSAGE} !~ /full pass: (?:\w+=(?:\d+|yes|no) ?)+$/;
-    my @warn = grep { /^4:.*unknown field .colour. ignored/ } keys %n;
-    die "the unknown field was not warned about at warning priority, once\n" if @warn != 1 || $n{$warn[0]} != 1;
-    my @dup = grep { $n{$_} > 1 } keys %n;
+    die "not three full-pass summaries (the unit, two Perl calls)\n" if @summary != 3;
+    for my $e (@summary) {
+        die "summary not at info priority\n" if $e->{PRIORITY} != 6;
+        die "summary not one key=value line: $e->{MESSAGE}\n" if $e->{MESSAGE} !~ /full pass: (?:\w+=(?:\d+|yes|no) ?)+$/;
+    }
+    for my $field ("colour", "flavour") {
+        my @warn = grep { /^4:.*unknown field .$field. ignored/ } keys %n;
+        die "the unknown field $field was not warned about at warning priority, once\n" if @warn != 1 || $n{$warn[0]} != 1;
+    }
+    my @dup = grep { $n{$_} > 1 && !/full pass:/ } keys %n;
     die "logged twice: @dup\n" if @dup;
 ' < "$r/journal.json" || fail "journal records"
+# A Perl caller (a PVE daemon): the changed config's warning on its stderr
+# as a Perl warning, once for two calls (and in the journal, checked above).
+echo "-- stderr of the perl caller:"; cat "$r/perl-stderr"
+[ "$(grep -c "^microseg group 'g': unknown field 'flavour' ignored$" "$r/perl-stderr")" = 1 ] \
+    || fail "the Perl caller did not get the warning once on stderr"
 echo "nspawn check: the unit ran before pve-guests once /etc/pve was mounted, enforced veth100i0, logged to the journal"
