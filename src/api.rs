@@ -74,6 +74,9 @@ pub struct Unit {
     pub state: KernelState,
 }
 
+/// The key of the applied record that names the library version that wrote it.
+const RECORD_LIBRARY: &str = "_library";
+
 /// The library, bound to its settings and the registry.
 pub struct Microseg {
     pub settings: Settings,
@@ -199,6 +202,13 @@ impl Microseg {
         self.settings.run_dir.join("applied-record")
     }
 
+    /// The subsystems' keys of the record, sorted (as a JSON object's are).
+    fn record_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.units.iter().map(|u| u.state.name().to_string()).collect();
+        keys.sort();
+        keys
+    }
+
     /// Whether the running config is the one the last successful full pass
     /// applied (`signature` read now).
     fn config_applied(&self, signature: &str) -> bool {
@@ -223,6 +233,14 @@ impl Microseg {
     fn apply_full_recorded(&self) -> Result<Option<Report>> {
         let Ok(Some(bytes)) = fsutil::read_regular(&self.applied_record(), false) else { return Ok(None) };
         let Ok(record) = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&bytes) else { return Ok(None) };
+        // Written by this very library with this registry: after an upgrade
+        // (another version, a subsystem added) the config must be read, as
+        // the previous library may have ignored sections this one knows.
+        if record.get(RECORD_LIBRARY).and_then(serde_json::Value::as_str) != Some(env!("CARGO_PKG_VERSION"))
+            || !record.keys().filter(|k| *k != RECORD_LIBRARY).eq(self.record_keys().iter())
+        {
+            return Ok(None);
+        }
         // Plan everything before touching anything.
         let mut plans = Vec::new();
         for u in &self.units {
@@ -275,8 +293,9 @@ impl Microseg {
         // From here the kernel changes: until this pass succeeds, apply_iface
         // and apply_full read the config.
         self.forget_applied()?;
-        let record: BTreeMap<&str, serde_json::Value> =
+        let mut record: BTreeMap<&str, serde_json::Value> =
             self.units.iter().map(|u| (u.state.name(), u.subsystem.record(&cfg))).collect();
+        record.insert(RECORD_LIBRARY, serde_json::Value::from(env!("CARGO_PKG_VERSION")));
         let mut report = Report::default();
         for (u, plan) in self.units.iter().zip(&plans) {
             match plan {

@@ -182,6 +182,16 @@ fn a_full_pass_over_the_applied_config_does_not_read_it_and_still_follows_the_no
     assert_eq!((r.map_writes, r.map_deletes, r.links_created, r.links_detached, r.loaded), (0, 0, 0, 0, false), "{r:?}");
     assert_eq!(snapshot(&ms), recorded);
 
+    // A record another library version wrote (an upgrade: it may have
+    // ignored sections this one knows) is not trusted: the config is read.
+    let path = sandbox.settings.run_dir.join("applied-record");
+    let record = std::fs::read_to_string(&path).unwrap();
+    let version = format!(r#""_library":"{}""#, env!("CARGO_PKG_VERSION"));
+    assert!(record.contains(&version), "{record}");
+    std::fs::write(&path, record.replace(&version, r#""_library":"0.0.1""#)).unwrap();
+    assert_eq!(full(&ms).1, 1, "a record of another version was trusted");
+    assert_eq!(full(&ms).1, 0, "this version's record again");
+
     // A changed config is read and followed.
     let moved = json.replace(r#""vmid": 103, "iface": 0, "group": "a""#, r#""vmid": 103, "iface": 0, "group": "b""#);
     assert_ne!(moved, json);
