@@ -70,6 +70,21 @@ pub fn refresh_level() {
     TO_STDERR.store(usize::from(stderr), Ordering::Relaxed);
 }
 
+/// Sends one record to the system log; `false` when there is none.
+fn to_syslog(level: Level, text: &str) -> bool {
+    // facility daemon (3) << 3 | severity
+    let msg = format!("<{}>pve-microseg[{}]: {text}", (3 << 3) | severity(level), std::process::id());
+    UnixDatagram::unbound().and_then(|sock| sock.send_to(msg.as_bytes(), "/dev/log")).is_ok()
+}
+
+/// The error a call returns, for the system log only: the caller shows it
+/// (a Perl exception, the CLI's last line), so it never goes to stderr too.
+pub fn error_to_journal(text: &str) {
+    if LEVEL.load(Ordering::Relaxed) >= LevelFilter::Error as usize && TO_STDERR.load(Ordering::Relaxed) == 0 {
+        to_syslog(Level::Error, text);
+    }
+}
+
 /// Whether stderr is the journal (systemd sets `JOURNAL_STREAM`).
 fn journal_stream() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some()
@@ -103,13 +118,8 @@ impl Log for Logger {
         let text = record.args().to_string();
         let captured = record.level() == Level::Warn
             && CAPTURED.with(|c| c.borrow_mut().as_mut().map(|v| v.push(text.clone())).is_some());
-        if TO_STDERR.load(Ordering::Relaxed) == 0 {
-            // facility daemon (3) << 3 | severity
-            let msg = format!("<{}>pve-microseg[{}]: {text}", (3 << 3) | severity(record.level()), std::process::id());
-            let sent = UnixDatagram::unbound().and_then(|sock| sock.send_to(msg.as_bytes(), "/dev/log"));
-            if sent.is_ok() {
-                return;
-            }
+        if TO_STDERR.load(Ordering::Relaxed) == 0 && to_syslog(record.level(), &text) {
+            return;
         }
         if captured {
             // The caller shows it on stderr as a warning: once is enough.

@@ -192,8 +192,9 @@ pub unsafe extern "C" fn microseg_rs_call(
         Ok(v) => (0, v),
         Err(msg) => {
             // Usage errors are the caller's, not the node's: not logged.
+            // The exception shows the error; the journal gets it once.
             if !msg.starts_with("Usage: ") {
-                log::error!("{}", msg.trim_end());
+                logger::error_to_journal(msg.trim_end());
             }
             let mut msg = msg.replace('\0', "\\0");
             if !msg.ends_with('\n') {
