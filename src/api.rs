@@ -336,8 +336,7 @@ impl Microseg {
     /// decide (config changed, programs not current, a vanished NIC).
     fn apply_recorded(&self, nic: &GuestNic) -> Result<Option<IfaceOutcome>> {
         let Some(signature) = config::signature(&self.settings.running_config) else { return Ok(None) };
-        let applied = || fsutil::read_regular(&self.applied_marker(), false).ok().flatten();
-        if applied().as_deref() != Some(signature.as_bytes()) {
+        if !self.config_applied(&signature) {
             return Ok(None);
         }
         let name = nic.name();
@@ -354,7 +353,7 @@ impl Microseg {
             let _lock = u.state.lock(Mode::Shared)?;
             // Under a lock no full pass holds: the record is that of the
             // last pass that succeeded.
-            if !checked && applied().as_deref() != Some(signature.as_bytes()) {
+            if !checked && !self.config_applied(&signature) {
                 return Ok(None);
             }
             checked = true;

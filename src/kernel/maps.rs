@@ -377,6 +377,19 @@ impl<K: Shared, V: Shared> TypedMap<'_, K, V> {
         Ok(found.then(|| buf.chunks(Self::per_cpu_stride()).map(|c| from_bytes(&c[..size])).collect()))
     }
 
+    /// The values of `key` summed over every possible CPU (all zero when the
+    /// key does not exist): what a per-CPU counter counts.
+    pub fn get_summed(&self, key: &K) -> Result<V>
+    where
+        V: Default + std::ops::AddAssign,
+    {
+        let mut total = V::default();
+        for v in self.get_per_cpu(key)?.into_iter().flatten() {
+            total += v;
+        }
+        Ok(total)
+    }
+
     /// Creates `key` zeroed on every CPU unless it exists; `true` if created.
     pub fn create_zeroed_per_cpu(&self, key: &K) -> Result<bool> {
         self.per_cpu_values()?;

@@ -8,6 +8,7 @@ pub mod microseg;
 #[cfg(feature = "test-hooks")]
 pub mod orderprobe;
 pub mod srv6;
+mod underlay;
 pub mod vtepguard;
 
 use anyhow::Result;

@@ -19,15 +19,6 @@ use super::maps::{
 };
 use super::NAME;
 
-/// Sums a per-CPU value.
-fn summed<V: Copy + Default + std::ops::AddAssign>(values: Option<Vec<V>>) -> V {
-    let mut total = V::default();
-    for v in values.into_iter().flatten() {
-        total += v;
-    }
-    total
-}
-
 /// Whether the programs of `state` are attached, as links, to `ifindex`.
 fn attached(state: &KernelState, loaded: &Loaded, ifindex: u32) -> bool {
     state.spec.programs.iter().all(|p| {
@@ -84,7 +75,7 @@ pub fn status(state: &KernelState, cfg: Option<&MicrosegConfig>, out: &mut Statu
     for (nic, ifindex) in &nics {
         let name = nic.name();
         let entry = groups.get(&NicKey { ifindex: *ifindex })?;
-        let counters: NicCounters = summed(stats.get_per_cpu(&NicKey { ifindex: *ifindex })?);
+        let counters: NicCounters = stats.get_summed(&NicKey { ifindex: *ifindex })?;
         let on = attached(state, &loaded, *ifindex);
         let mark = entry.map_or(0, |e| e.mark);
         let wanted = cfg.and_then(|c| c.group_of(nic.vmid, nic.iface));
@@ -133,7 +124,7 @@ pub fn status(state: &KernelState, cfg: Option<&MicrosegConfig>, out: &mut Statu
     let hits = loaded.map(&RULE_HITS)?;
     for (slot, name) in loaded.map(&RULE_NAMES)?.entries()? {
         let id = config_ids.get(&name).map_or_else(|| name.as_string(), |id| id.to_string());
-        let n: u64 = summed(hits.get_per_cpu(&slot)?);
+        let n: u64 = hits.get_summed(&slot)?;
         out.rules.insert(id, RuleStatus { hits: n, loaded: 1, configured: u8::from(config_ids.contains_key(&name)) });
     }
     for id in config_ids.values() {
@@ -144,7 +135,7 @@ pub fn status(state: &KernelState, cfg: Option<&MicrosegConfig>, out: &mut Statu
     out.flows.capacity = u64::from(flows_info.max_entries);
     out.flows.entries = loaded.map(&FLOWS)?.keys()?.len() as u64;
 
-    let events: EventState = summed(loaded.map(&EVENT_STATE)?.get_per_cpu(&0)?);
+    let events: EventState = loaded.map(&EVENT_STATE)?.get_summed(&0)?;
     if let Some(s) = out.subsystems.get_mut(NAME) {
         s.counters.insert("events_emitted".into(), events.emitted);
         s.counters.insert("events_suppressed".into(), events.suppressed);

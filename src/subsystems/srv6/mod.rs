@@ -16,9 +16,8 @@ use crate::kernel::maps::{Entries, MapDesc, Ownership};
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::kernel::state::{KernelState, Loaded};
-use crate::subsystems::vtepguard::{recorded_ifaces, underlay_targets};
-use crate::kernel::netdev;
 use crate::report::{Report, Status};
+use crate::subsystems::underlay;
 
 use maps::{Peer6Key, PeerValue, Srv6Counters, SRV6_PEERS, SRV6_STATS};
 
@@ -76,7 +75,7 @@ impl super::Subsystem for Srv6 {
         let Some(s) = &cfg.srv6 else { return Ok(None) };
         let peers: BTreeMap<Peer6Key, PeerValue> =
             s.peers.iter().map(|p| (Peer6Key { addr: p.octets() }, PeerValue { allowed: 1 })).collect();
-        let targets = underlay_targets(&s.ifaces, "srv6");
+        let targets = underlay::targets(&s.ifaces, "srv6");
         Ok(Some(Plan {
             maps: vec![Entries::boxed(&SRV6_PEERS, peers, Ownership::Whole)],
             counted: targets.len(),
@@ -87,15 +86,12 @@ impl super::Subsystem for Srv6 {
 
     /// The interfaces: the peers are in the kernel map.
     fn record(&self, cfg: &MicrosegConfig) -> serde_json::Value {
-        cfg.srv6.as_ref().map_or(serde_json::Value::Null, |s| serde_json::json!({ "ifaces": s.ifaces }))
+        underlay::record(cfg.srv6.as_ref().map(|s| &s.ifaces))
     }
 
     /// The configured interfaces that exist now; the peers stay as they are.
     fn plan_recorded(&self, _loaded: &Loaded, record: &serde_json::Value) -> Result<Option<Plan>> {
-        Ok(recorded_ifaces(record).map(|ifaces| {
-            let targets = underlay_targets(&ifaces, "srv6");
-            Plan { maps: Vec::new(), counted: targets.len(), capacities: Vec::new(), targets }
-        }))
+        Ok(underlay::plan_recorded(record, "srv6"))
     }
 
     /// The carrying interfaces, the peers, the packet counters; a
@@ -105,10 +101,7 @@ impl super::Subsystem for Srv6 {
         let out6 = &mut out.underlay.srv6;
         out6.carrying = carrying(state)?;
         if let Some(loaded) = state.open_pins()? {
-            let mut sum = Srv6Counters::default();
-            for per_cpu in loaded.map(&SRV6_STATS)?.get_per_cpu(&0)?.into_iter().flatten() {
-                sum += per_cpu;
-            }
+            let sum: Srv6Counters = loaded.map(&SRV6_STATS)?.get_summed(&0)?;
             for (k, v) in [
                 ("tagged", sum.tagged),
                 ("restored", sum.restored),
@@ -122,13 +115,8 @@ impl super::Subsystem for Srv6 {
         let Some(s) = cfg.and_then(|c| c.srv6.as_ref()) else { return Ok(()) };
         out6.peers = s.peers.iter().map(|p| p.to_string()).collect();
         out.underlay.interfaces.insert(self.spec.name.to_string(), s.ifaces.clone());
-        for iface in &s.ifaces {
-            if netdev::ifindex(iface).is_none() {
-                out.warnings.push(format!("srv6 '{}': underlay interface {iface} does not exist on this node", s.id));
-            } else if !out.underlay.srv6.carrying.contains(iface) {
-                out.warnings.push(format!("srv6 '{}': underlay interface {iface} does not carry the group (apply_full)", s.id));
-            }
-        }
+        let section = format!("srv6 '{}'", s.id);
+        underlay::warnings(&section, &s.ifaces, &out.underlay.srv6.carrying, "does not carry the group", &mut out.warnings);
         Ok(())
     }
 

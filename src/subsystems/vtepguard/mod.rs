@@ -9,13 +9,12 @@ use std::net::IpAddr;
 use anyhow::Result;
 
 use crate::config::MicrosegConfig;
-use crate::kernel::links::Target;
 use crate::kernel::maps::{Entries, MapDesc, Ownership};
-use crate::kernel::netdev;
 use crate::kernel::object::{rank, Hook, ObjectSpec, ProgramSpec};
 use crate::kernel::reconcile::Plan;
 use crate::kernel::state::Loaded;
 use crate::report::Report;
+use crate::subsystems::underlay;
 
 use maps::{GuardConfig, Peer4Key, Peer6Key, PeerValue, GUARD_CONFIG, VTEP_PEERS, VTEP_PEERS6};
 
@@ -24,24 +23,6 @@ pub static OBJECT: crate::kernel::object::Embedded = crate::embedded_object!("vt
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
 static MAPS: [&dyn MapDesc; 3] = [&VTEP_PEERS, &VTEP_PEERS6, &GUARD_CONFIG];
-
-/// The underlay interfaces of `ifaces` that exist on this node; a missing
-/// one is a warning (`what` names the subsystem).
-pub(crate) fn underlay_targets(ifaces: &[String], what: &str) -> Vec<Target> {
-    let mut targets = Vec::new();
-    for iface in ifaces {
-        match netdev::ifindex(iface) {
-            Some(ifindex) => targets.push(Target { name: iface.clone(), ifindex }),
-            None => log::warn!("microseg: {what}: underlay interface {iface} does not exist on this node"),
-        }
-    }
-    targets
-}
-
-/// The `ifaces` a full pass recorded; `None` if the record has none.
-pub(crate) fn recorded_ifaces(record: &serde_json::Value) -> Option<Vec<String>> {
-    record.get("ifaces")?.as_array()?.iter().map(|i| i.as_str().map(str::to_owned)).collect()
-}
 
 pub struct VtepGuard {
     spec: ObjectSpec,
@@ -86,7 +67,7 @@ impl super::Subsystem for VtepGuard {
             };
         }
         let config = BTreeMap::from([(0u32, GuardConfig { vxlan_port: u32::from(g.port) })]);
-        let targets = underlay_targets(&g.ifaces, "vtep guard");
+        let targets = underlay::targets(&g.ifaces, "vtep guard");
         Ok(Some(Plan {
             maps: vec![
                 Entries::boxed(&VTEP_PEERS, peers, Ownership::Whole),
@@ -102,15 +83,12 @@ impl super::Subsystem for VtepGuard {
 
     /// The interfaces: the peers and the port are in the kernel maps.
     fn record(&self, cfg: &MicrosegConfig) -> serde_json::Value {
-        cfg.guard.as_ref().map_or(serde_json::Value::Null, |g| serde_json::json!({ "ifaces": g.ifaces }))
+        underlay::record(cfg.guard.as_ref().map(|g| &g.ifaces))
     }
 
     /// The configured interfaces that exist now; the maps stay as they are.
     fn plan_recorded(&self, _loaded: &Loaded, record: &serde_json::Value) -> Result<Option<Plan>> {
-        Ok(recorded_ifaces(record).map(|ifaces| {
-            let targets = underlay_targets(&ifaces, "vtep guard");
-            Plan { maps: Vec::new(), counted: targets.len(), capacities: Vec::new(), targets }
-        }))
+        Ok(underlay::plan_recorded(record, "vtep guard"))
     }
 
     /// The guarded interfaces (those carrying the guard's links), the
@@ -126,13 +104,8 @@ impl super::Subsystem for VtepGuard {
         let Some(g) = cfg.and_then(|c| c.guard.as_ref()) else { return Ok(()) };
         out.underlay.interfaces.insert(self.spec.name.to_string(), g.ifaces.clone());
         out.underlay.peers = g.peers.iter().map(|p| p.to_string()).collect();
-        for iface in &g.ifaces {
-            if netdev::ifindex(iface).is_none() {
-                out.warnings.push(format!("vtep-guard '{}': underlay interface {iface} does not exist on this node", g.id));
-            } else if !out.underlay.guarded.contains(iface) {
-                out.warnings.push(format!("vtep-guard '{}': underlay interface {iface} is not guarded (apply_full)", g.id));
-            }
-        }
+        let section = format!("vtep-guard '{}'", g.id);
+        underlay::warnings(&section, &g.ifaces, &out.underlay.guarded, "is not guarded", &mut out.warnings);
         Ok(())
     }
 
