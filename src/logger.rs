@@ -80,9 +80,14 @@ fn to_syslog(level: Level, text: &str) -> bool {
 /// The error a call returns, for the system log only: the caller shows it
 /// (a Perl exception, the CLI's last line), so it never goes to stderr too.
 pub fn error_to_journal(text: &str) {
-    if LEVEL.load(Ordering::Relaxed) >= LevelFilter::Error as usize && TO_STDERR.load(Ordering::Relaxed) == 0 {
+    if level_enabled(Level::Error) && TO_STDERR.load(Ordering::Relaxed) == 0 {
         to_syslog(Level::Error, text);
     }
+}
+
+/// Whether records of `level` are kept (`PVE_MICROSEG_LOG`).
+fn level_enabled(level: Level) -> bool {
+    (level as usize) <= LEVEL.load(Ordering::Relaxed)
 }
 
 /// Whether stderr is the journal (systemd sets `JOURNAL_STREAM`).
@@ -108,7 +113,7 @@ fn severity(level: Level) -> u8 {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        (metadata.level() as usize) <= LEVEL.load(Ordering::Relaxed)
+        level_enabled(metadata.level())
     }
 
     fn log(&self, record: &Record) {

@@ -92,6 +92,20 @@ fn yes(flag: u8) -> &'static str {
     }
 }
 
+/// Words separated by spaces, `-` for none.
+fn words_or_dash(words: &[String]) -> String {
+    if words.is_empty() {
+        "-".to_string()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// Counters as `name=value` words.
+fn key_values(counters: &std::collections::BTreeMap<String, u64>) -> String {
+    counters.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
 /// Left-aligned columns, two spaces apart.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -169,27 +183,21 @@ fn status_text(s: &Status) -> String {
             ));
         }
         if !sub.counters.is_empty() {
-            let c: Vec<String> = sub.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            line.push_str(&format!("; {}", c.join(" ")));
+            line.push_str(&format!("; {}", key_values(&sub.counters)));
         }
         out.push(line);
     }
     let u = &s.underlay;
     if !u.guarded.is_empty() || !u.interfaces.is_empty() || !u.peers.is_empty() {
-        out.push(format!(
-            "underlay: guarded {}; peers {}",
-            if u.guarded.is_empty() { "-".to_string() } else { u.guarded.join(" ") },
-            if u.peers.is_empty() { "-".to_string() } else { u.peers.join(" ") }
-        ));
+        out.push(format!("underlay: guarded {}; peers {}", words_or_dash(&u.guarded), words_or_dash(&u.peers)));
     }
     let v = &u.srv6;
     if !v.carrying.is_empty() || !v.peers.is_empty() {
-        let c: Vec<String> = v.counters.iter().map(|(k, n)| format!("{k}={n}")).collect();
         out.push(format!(
             "srv6: carrying {}; peers {}; {}",
-            if v.carrying.is_empty() { "-".to_string() } else { v.carrying.join(" ") },
-            if v.peers.is_empty() { "-".to_string() } else { v.peers.join(" ") },
-            c.join(" ")
+            words_or_dash(&v.carrying),
+            words_or_dash(&v.peers),
+            key_values(&v.counters)
         ));
     }
     for w in &s.warnings {
