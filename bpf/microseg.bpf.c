@@ -732,7 +732,6 @@ int microseg_stamp(struct __sk_buff *skb)
 {
 	struct nic_value *nic = nic_of(skb);
 	struct pkt p;
-	__u32 mark;
 
 	if (guest_tunnel_forbidden(skb)) {
 		struct nic_counters *c = nic ? nic_counters_of(skb) : 0;
@@ -745,14 +744,7 @@ int microseg_stamp(struct __sk_buff *skb)
 	}
 	if (!nic)
 		return MS_TCX_NEXT;
-	mark = mark_with_group(skb->mark, nic->mark);
-	/*
-	 * Verifier trick: writes to skb->mark must be 32 bits wide, but clang
-	 * sees that only the low half changes and emits a 16-bit store. Making
-	 * the value opaque forces the full-width store.
-	 */
-	asm volatile("" : "+r"(mark));
-	skb->mark = mark;
+	skb_set_mark(skb, mark_with_group(skb_mark(skb), nic->mark));
 	parse(skb, &p);
 	track(skb->ifindex, &p);
 	return MS_TCX_NEXT;

@@ -52,6 +52,15 @@ static __always_inline struct srv6_counters *counters(void)
 	return bpf_map_lookup_elem(&srv6_stats, &zero);
 }
 
+/* One more packet in counter `field` of this CPU; looked up only when a
+ * packet is counted, not for every packet on the underlay. */
+#define SRV6_COUNT(field)                                  \
+	do {                                               \
+		struct srv6_counters *c_ = counters();     \
+		if (c_)                                    \
+			c_->field += 1;                    \
+	} while (0)
+
 /*
  * Whether the node itself takes a packet to `addr` arriving on this
  * interface: a local address, or a route that ends here (the seg6local SID
@@ -86,7 +95,6 @@ static __always_inline long ipv6_offset(struct __sk_buff *skb)
 SEC("classifier/srv6_receive")
 int srv6_receive(struct __sk_buff *skb)
 {
-	struct srv6_counters *c = counters();
 	struct srh_fixed h;
 	struct ipv6hdr ip6;
 	struct peer6_key key;
@@ -97,8 +105,7 @@ int srv6_receive(struct __sk_buff *skb)
 	off = ipv6_offset(skb);
 	/* More VLAN tags than are looked through: an SRH could hide behind them. */
 	if (off == TOO_MANY_TAGS) {
-		if (c)
-			c->invalid += 1;
+		SRV6_COUNT(invalid);
 		return MS_TCX_DROP;
 	}
 	if (off < 0)
@@ -111,31 +118,26 @@ int srv6_receive(struct __sk_buff *skb)
 		return MS_TCX_NEXT;
 	__builtin_memcpy(key.addr, &ip6.saddr, sizeof(key.addr));
 	if (!bpf_map_lookup_elem(&srv6_peers, &key)) {
-		if (c)
-			c->dropped += 1;
+		SRV6_COUNT(dropped);
 		return MS_TCX_DROP;
 	}
 	/* A peer's packet whose header does not add up: its tag means nothing. */
 	if (kind != SRH_FOUND) {
-		if (c)
-			c->invalid += 1;
+		SRV6_COUNT(invalid);
 		return MS_TCX_DROP;
 	}
 	if (!for_this_node(skb, &ip6.daddr)) {
-		if (c)
-			c->transit += 1;
+		SRV6_COUNT(transit);
 		return MS_TCX_NEXT;
 	}
 	skb_set_mark(skb, mark_with_group(skb_mark(skb), bpf_ntohs(h.tag)));
-	if (c)
-		c->restored += 1;
+	SRV6_COUNT(restored);
 	return MS_TCX_NEXT;
 }
 
 SEC("classifier/srv6_send")
 int srv6_send(struct __sk_buff *skb)
 {
-	struct srv6_counters *c;
 	struct srh_fixed h;
 	struct ipv6hdr ip6;
 	__u32 srh_off = 0;
@@ -157,9 +159,7 @@ int srv6_send(struct __sk_buff *skb)
 	/* The tag is covered by no checksum (and not by the SRH HMAC either). */
 	if (bpf_skb_store_bytes(skb, srh_off + SRH_TAG_OFF, &tag, sizeof(tag), 0) < 0)
 		return MS_TCX_NEXT;
-	c = counters();
-	if (c)
-		c->tagged += 1;
+	SRV6_COUNT(tagged);
 	return MS_TCX_NEXT;
 }
 

@@ -73,6 +73,32 @@ static __always_inline __be16 skip_vlans(void *data, void *end, __u32 *off)
 	return proto;
 }
 
+/* Whether `next` names an IPv6 extension header that is looked through. */
+static __always_inline int ipv6_is_ext(__u8 next)
+{
+	return next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_FRAGMENT ||
+	       next == NEXTHDR_AUTH || next == NEXTHDR_DEST;
+}
+
+/*
+ * The length of extension header `next` from its first bytes `ext`: a
+ * fragment header is 8 bytes, AH counts 4-byte words minus 2, the others
+ * 8-byte words minus 1.
+ */
+static __always_inline __u32 ipv6_ext_len(__u8 next, const __u8 *ext)
+{
+	if (next == NEXTHDR_FRAGMENT)
+		return 8;
+	return next == NEXTHDR_AUTH ? ((__u32)ext[1] + 2) * 4 : ((__u32)ext[1] + 1) * 8;
+}
+
+/* Whether fragment header `ext` has a non-zero offset (the upper 13 bits of
+ * bytes 2-3): a later fragment, which carries no upper-layer header. */
+static __always_inline int ipv6_later_fragment(const __u8 *ext)
+{
+	return ((((__u16)ext[2] << 8) | ext[3]) & 0xfff8) != 0;
+}
+
 /* What an IPv6 extension header chain ends in. */
 struct ipv6_chain {
 	__u8 proto;	/* the upper-layer protocol, or an extension header if the chain was too long */
@@ -88,7 +114,7 @@ static __always_inline int ipv6_walk(void *data, void *end, __u32 off, struct ip
 	struct ipv6hdr *ip6 = data + off;
 	__u8 *ext;
 	__u8 next;
-	int i;
+	int i, later;
 
 	if ((void *)(ip6 + 1) > end)
 		return -1;
@@ -99,8 +125,7 @@ static __always_inline int ipv6_walk(void *data, void *end, __u32 off, struct ip
 	c->complete = 0;
 #pragma unroll
 	for (i = 0; i < MAX_IPV6_EXT; i++) {
-		if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_FRAGMENT &&
-		    next != NEXTHDR_AUTH && next != NEXTHDR_DEST) {
+		if (!ipv6_is_ext(next)) {
 			c->complete = 1;
 			break;
 		}
@@ -109,21 +134,14 @@ static __always_inline int ipv6_walk(void *data, void *end, __u32 off, struct ip
 			return -1;
 		if (next == NEXTHDR_ROUTING && ext[2] == IPV6_SRCRT_TYPE_4_)
 			c->srh = 1;
-		if (next == NEXTHDR_FRAGMENT) {
-			/* Offset in the upper 13 bits of bytes 2-3. */
-			if ((((__u16)ext[2] << 8) | ext[3]) & 0xfff8)
-				c->later_fragment = 1;
-			next = ext[0];
-			off += 8;
-			if (c->later_fragment) {
-				c->complete = 1;
-				break;
-			}
-			continue;
-		}
-		/* AH counts its length in 4-byte words minus 2, the others in 8-byte words minus 1. */
-		off += next == NEXTHDR_AUTH ? ((__u32)ext[1] + 2) * 4 : ((__u32)ext[1] + 1) * 8;
+		later = next == NEXTHDR_FRAGMENT && ipv6_later_fragment(ext);
+		off += ipv6_ext_len(next, ext);
 		next = ext[0];
+		if (later) {
+			c->later_fragment = 1;
+			c->complete = 1;
+			break;
+		}
 	}
 	c->proto = next;
 	c->l4_off = off;

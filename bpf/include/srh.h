@@ -68,8 +68,7 @@ static __always_inline enum srh_kind srh_find(struct __sk_buff *skb, __u32 l3_of
 		return SRH_UNREADABLE;
 #pragma unroll
 	for (i = 0; i < MAX_IPV6_EXT; i++) {
-		if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_FRAGMENT &&
-		    next != NEXTHDR_AUTH && next != NEXTHDR_DEST)
+		if (!ipv6_is_ext(next))
 			return SRH_NONE;
 		if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
 			return SRH_UNREADABLE;
@@ -78,22 +77,14 @@ static __always_inline enum srh_kind srh_find(struct __sk_buff *skb, __u32 l3_of
 			*srh_off = off;
 			return srh_consistent(h, off, skb->len) ? SRH_FOUND : SRH_BAD;
 		}
-		if (next == NEXTHDR_FRAGMENT) {
-			/* A later fragment carries no headers of its own. */
-			if ((((__u16)ext[2] << 8) | ext[3]) & 0xfff8)
-				return SRH_NONE;
-			off += 8;
-		} else {
-			/* AH counts 4-byte words minus 2, the others 8-byte words minus 1. */
-			off += next == NEXTHDR_AUTH ? ((__u32)ext[1] + 2) * 4 : ((__u32)ext[1] + 1) * 8;
-		}
+		/* A later fragment carries no headers of its own. */
+		if (next == NEXTHDR_FRAGMENT && ipv6_later_fragment(ext))
+			return SRH_NONE;
+		off += ipv6_ext_len(next, ext);
 		next = ext[0];
 	}
 	/* Looked through MAX_IPV6_EXT headers: was that the end of the chain? */
-	if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_FRAGMENT &&
-	    next != NEXTHDR_AUTH && next != NEXTHDR_DEST)
-		return SRH_NONE;
-	return SRH_UNREADABLE;
+	return ipv6_is_ext(next) ? SRH_UNREADABLE : SRH_NONE;
 }
 
 #endif
