@@ -77,8 +77,8 @@ fn to_syslog(level: Level, text: &str) -> bool {
     UnixDatagram::unbound().and_then(|sock| sock.send_to(msg.as_bytes(), "/dev/log")).is_ok()
 }
 
-/// The error a call returns, for the system log only: the caller shows it
-/// (a Perl exception, the CLI's last line), so it never goes to stderr too.
+/// The CLI's error, for the system log only: the CLI prints it on stderr
+/// itself (under the unit, where stderr is the journal, not at all).
 pub fn error_to_journal(text: &str) {
     if level_enabled(Level::Error) && TO_STDERR.load(Ordering::Relaxed) == 0 {
         to_syslog(Level::Error, text);

@@ -192,9 +192,10 @@ pub unsafe extern "C" fn microseg_rs_call(
         Ok(v) => (0, v),
         Err(msg) => {
             // Usage errors are the caller's, not the node's: not logged.
-            // The exception shows the error; the journal gets it once.
+            // A record like any other (SPEC section 7): the journal, or
+            // stderr where there is none.
             if !msg.starts_with("Usage: ") {
-                logger::error_to_journal(msg.trim_end());
+                log::error!("{}", msg.trim_end());
             }
             let mut msg = msg.replace('\0', "\\0");
             if !msg.ends_with('\n') {

@@ -303,8 +303,11 @@ fn main() -> ExitCode {
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
-            // Priority 3 (error) when stderr is the journal.
-            logger::stderr_line(3, &format!("{e:#}"));
+            // Shown here (priority 3 when stderr is the journal), and a
+            // record in the journal besides.
+            let e = format!("{e:#}");
+            logger::error_to_journal(&e);
+            logger::stderr_line(3, &e);
             ExitCode::FAILURE
         }
     };
