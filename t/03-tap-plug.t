@@ -10,13 +10,14 @@ use Test::More;
 use MicrosegLab;
 use PVE::RS::SDN::Microseg;
 
-# What PVE::Network::SDN::Zones::tap_plug does for a NIC that QEMU or LXC has
-# just created: enslave it to the VNet's bridge, enforce, bring it up.
+# A NIC that QEMU or LXC has just created and set up, plugged with the
+# README's hook: enforced by apply_iface before it joins the VNet's bridge
+# (t/08-plug-order.t checks each step of that order).
 sub sim_tap_plug {
     my ($iface, $bridge) = @_;
-    run("ip link set $iface master $bridge");
-    my $res = PVE::RS::SDN::Microseg::apply_iface($iface);
     run("ip link set $iface up");
+    my $res = PVE::RS::SDN::Microseg::apply_iface($iface);
+    run("ip link set $iface master $bridge");
     return $res;
 }
 
