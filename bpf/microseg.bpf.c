@@ -175,6 +175,39 @@ struct {
 	__type(value, struct flow_value);
 } flows SEC(".maps");
 
+/*
+ * The flow cache: per CPU, an exact-match cache in front of the flow table
+ * and the policy, as Open vSwitch's EMC sits in front of its classifier. A
+ * packet of a flow seen on this CPU within REFRESH_AFTER finds its flow state
+ * and, while the policy generation is unchanged, its verdict here: an array
+ * slot (inlined by the verifier) and a key compare instead of a flow table
+ * lookup (its 44-byte key hashed and compared) and the policy's hash or trie.
+ * Direct-mapped: a flow displaces another with the same slot, which then
+ * takes the slow path once. Entries are only trusted after a full key
+ * compare, so a collision never answers for another flow.
+ */
+#ifndef MICROSEG_FLOW_CACHE
+#define MICROSEG_FLOW_CACHE 512 /* a power of two */
+#endif
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MICROSEG_FLOW_CACHE);
+	__type(key, __u32);
+	__type(value, struct flow_cache_entry);
+} flow_cache SEC(".maps");
+
+/*
+ * The policy generation: user space adds one after every change of policy
+ * and pair_verdicts is complete. A verdict cached under another generation
+ * is not used, so a revoked rule stops established flows at once.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} policy_gen SEC(".maps");
+
 /* Addresses guests talk to or asked for: their ARP and ND answers may pass. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -599,6 +632,70 @@ static __always_inline int keyable(const struct pkt *p)
 }
 
 /*
+ * The flow cache (see flow_cache). The programs never interleave on one CPU
+ * (both hooks run with bottom halves off), so an entry is read and written
+ * whole without a lock.
+ */
+_Static_assert(sizeof(struct flow_key) % 4 == 0, "the flow key is hashed and compared in 32-bit words");
+#define FLOW_KEY_WORDS (sizeof(struct flow_key) / 4)
+
+/* The cache entry `k` may occupy: multiplicative hashing of every key word. */
+static __always_inline struct flow_cache_entry *cache_slot(const struct flow_key *k)
+{
+	const __u32 *w = (const void *)k;
+	__u32 h = 0, slot;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < FLOW_KEY_WORDS; i++)
+		h = (h ^ w[i]) * 0x9e3779b1;
+	slot = (h >> 16) & (MICROSEG_FLOW_CACHE - 1);
+	return bpf_map_lookup_elem(&flow_cache, &slot);
+}
+
+static __always_inline int same_flow(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u32 *x = (const void *)a, *y = (const void *)b;
+	__u32 diff = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < FLOW_KEY_WORDS; i++)
+		diff |= x[i] ^ y[i];
+	return !diff;
+}
+
+/* Whether `e` holds the flow `k` as the flow table had it within REFRESH_AFTER. */
+static __always_inline int cached_flow(const struct flow_cache_entry *e, const struct flow_key *k, __u64 now)
+{
+	return e && e->flow_seen && now - e->flow_seen <= REFRESH_AFTER && same_flow(&e->key, k);
+}
+
+/* Makes `e` the entry of `k`, forgetting what it held for another flow. */
+static __always_inline void cache_claim(struct flow_cache_entry *e, const struct flow_key *k)
+{
+	if (same_flow(&e->key, k))
+		return;
+	__builtin_memcpy(&e->key, k, sizeof(*k));
+	e->flow_seen = 0;
+	e->gen = 0;
+}
+
+/*
+ * Records that the flow table holds `k` with `flags`, fresh: called only
+ * after the entry was found live (and refreshed) or written, so that a
+ * cached flow is never older than its shortest timeout.
+ */
+static __always_inline void cache_flow(struct flow_cache_entry *e, const struct flow_key *k, __u32 flags, __u64 now)
+{
+	if (!e)
+		return;
+	cache_claim(e, k);
+	e->flow_flags = flags;
+	e->flow_seen = now;
+}
+
+/*
  * Records what the guest behind `ifindex` opens or asks for: the target of
  * its ARP requests and neighbour solicitations, and a flow for each IP
  * packet that opens one. An echo request opens; an echo reply never does.
@@ -609,6 +706,7 @@ static __always_inline int keyable(const struct pkt *p)
  */
 static __always_inline void track(__u32 ifindex, struct pkt *p)
 {
+	struct flow_cache_entry *e;
 	struct flow_key key;
 	struct flow_value *v, fresh = {};
 	__u64 now = bpf_ktime_get_coarse_ns();
@@ -644,40 +742,74 @@ static __always_inline void track(__u32 ifindex, struct pkt *p)
 	    p->icmp_type != ICMP_ECHO && p->icmp_type != ICMPV6_ECHO_REQUEST)
 		return;
 	flow_key_of(&key, ifindex, p, 0);
+	e = cache_slot(&key);
+	/* Known on this CPU within REFRESH_AFTER, and nothing to add. */
+	if (cached_flow(e, &key, now) && !(closing & ~e->flow_flags))
+		return;
 	v = bpf_map_lookup_elem(&flows, &key);
 	if (v) {
 		if (now - v->last_seen > REFRESH_AFTER || (closing & ~v->flags))
 			v->last_seen = now;
 		v->flags |= closing;
+		cache_flow(e, &key, v->flags, now);
 		return;
 	}
 	fresh.last_seen = now;
 	fresh.flags = closing;
-	bpf_map_update_elem(&flows, &key, &fresh, BPF_ANY);
+	if (!bpf_map_update_elem(&flows, &key, &fresh, BPF_ANY))
+		cache_flow(e, &key, closing, now);
 	remember_peer(ifindex, p->daddr, now);
+}
+
+/* The flow of a packet toward the guest, with its cache entry. */
+struct flow_ctx {
+	struct flow_key key; /* seen from the guest */
+	struct flow_cache_entry *e;
+	__u64 now;
+	__u32 gen;   /* the policy generation, read before the policy is */
+	__u8 keyed;  /* the packet has a flow key (IP, keyable) */
+};
+
+static __always_inline void flow_ctx_of(struct flow_ctx *f, __u32 ifindex, const struct pkt *p)
+{
+	__u32 zero = 0;
+	__u32 *gen;
+
+	f->keyed = (p->l3 == L3_IPV4 || p->l3 == L3_IPV6) && keyable(p);
+	f->e = 0;
+	f->gen = 0;
+	if (!f->keyed)
+		return;
+	flow_key_of(&f->key, ifindex, p, 1);
+	f->e = cache_slot(&f->key);
+	f->now = bpf_ktime_get_coarse_ns();
+	gen = bpf_map_lookup_elem(&policy_gen, &zero);
+	if (gen)
+		f->gen = *gen;
 }
 
 /* A flow the policy lets in toward the guest: known as inbound, so that the
  * guest's answers do not make it one the guest opened. */
-static __always_inline void mark_inbound(__u32 ifindex, const struct pkt *p)
+static __always_inline void mark_inbound(struct flow_ctx *f, const struct pkt *p)
 {
-	struct flow_key key;
 	struct flow_value *v, fresh = {};
-	__u64 now;
 
-	if (!keyable(p) || p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)
+	if (!f->keyed || p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)
 		return;
-	flow_key_of(&key, ifindex, p, 1);
-	now = bpf_ktime_get_coarse_ns();
-	v = bpf_map_lookup_elem(&flows, &key);
+	/* In the table (inbound, or the guest's own) within REFRESH_AFTER. */
+	if (cached_flow(f->e, &f->key, f->now))
+		return;
+	v = bpf_map_lookup_elem(&flows, &f->key);
 	if (v) {
-		if (now - v->last_seen > REFRESH_AFTER)
-			v->last_seen = now;
+		if (f->now - v->last_seen > REFRESH_AFTER)
+			v->last_seen = f->now;
+		cache_flow(f->e, &f->key, v->flags, f->now);
 		return;
 	}
-	fresh.last_seen = now;
+	fresh.last_seen = f->now;
 	fresh.flags = FLOW_F_INBOUND;
-	bpf_map_update_elem(&flows, &key, &fresh, BPF_ANY);
+	if (!bpf_map_update_elem(&flows, &f->key, &fresh, BPF_ANY))
+		cache_flow(f->e, &f->key, FLOW_F_INBOUND, f->now);
 }
 
 /*
@@ -782,6 +914,37 @@ static __always_inline struct policy_value *decide(__u32 src, __u32 dst, const s
 	return bpf_map_lookup_elem(&policy, &key);
 }
 
+/*
+ * The policy's decision for `p` into `out` (no entry: deny by no rule),
+ * from the flow cache when it holds one made under the current policy
+ * generation for the same groups. Only packets whose ports were read use
+ * the cache: their flow key then holds everything decide() reads.
+ */
+static __always_inline void decide_cached(struct flow_ctx *f, __u32 src, __u32 dst, const struct pkt *p,
+					  struct policy_value *out)
+{
+	struct flow_cache_entry *e = f->e;
+	int cacheable = e && f->keyed && p->ports && f->gen;
+	struct policy_value *v;
+
+	if (cacheable && e->gen == f->gen && e->src == src && e->dst == dst && same_flow(&e->key, &f->key)) {
+		*out = e->verdict;
+		return;
+	}
+	v = decide(src, dst, p);
+	if (v)
+		*out = *v;
+	else
+		__builtin_memset(out, 0, sizeof(*out));
+	if (cacheable) {
+		cache_claim(e, &f->key);
+		e->gen = f->gen;
+		e->src = src;
+		e->dst = dst;
+		e->verdict = *out;
+	}
+}
+
 /* The pair's entry: whether `src` may open anything at all toward `dst`. */
 static __always_inline int pair_allows_any(__u32 src, __u32 dst)
 {
@@ -794,33 +957,33 @@ static __always_inline int pair_allows_any(__u32 src, __u32 dst)
 	return v && (v->flags & POLICY_FLAG_ANY_ALLOW);
 }
 
-/* A live flow the guest behind `ifindex` opened, for this key; refreshed when found. */
-static __always_inline int flow_live(struct flow_key *key, __u32 closing)
+/* A live flow the guest opened, for this key (cache entry `e`); refreshed when found. */
+static __always_inline int flow_live(const struct flow_key *key, struct flow_cache_entry *e, __u32 closing, __u64 now)
 {
-	__u64 now = bpf_ktime_get_coarse_ns();
-	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
+	struct flow_value *v;
 
+	if (cached_flow(e, key, now) && !(e->flow_flags & FLOW_F_INBOUND) && !(closing & ~e->flow_flags))
+		return 1;
+	v = bpf_map_lookup_elem(&flows, key);
 	if (!v || (v->flags & FLOW_F_INBOUND) || now - v->last_seen > timeout(key, v))
 		return 0;
 	if (now - v->last_seen > REFRESH_AFTER)
 		v->last_seen = now;
 	v->flags |= closing;
+	cache_flow(e, key, v->flags, now);
 	return 1;
 }
 
 /* Whether `p` (toward the guest) answers a flow the guest opened. */
-static __always_inline int is_reply(__u32 ifindex, const struct pkt *p)
+static __always_inline int is_reply(struct flow_ctx *f, const struct pkt *p)
 {
-	struct flow_key key;
-
-	if (!keyable(p))
+	if (!f->keyed)
 		return 0;
 	/* Only an echo reply answers an echo request, with the same identifier. */
 	if ((p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) &&
 	    p->icmp_type != ICMP_ECHOREPLY && p->icmp_type != ICMPV6_ECHO_REPLY)
 		return 0;
-	flow_key_of(&key, ifindex, p, 1);
-	return flow_live(&key, (p->tcp_flags & (TCP_FIN | TCP_RST)) ? FLOW_F_CLOSING : 0);
+	return flow_live(&f->key, f->e, (p->tcp_flags & (TCP_FIN | TCP_RST)) ? FLOW_F_CLOSING : 0, f->now);
 }
 
 static __always_inline int is_icmp_error(const struct pkt *p)
@@ -878,7 +1041,7 @@ static __always_inline int quotes_a_flow(struct __sk_buff *skb, __u32 ifindex, c
 		key.sport = ((__u16)l4[0] << 8) | l4[1];
 		key.dport = ((__u16)l4[2] << 8) | l4[3];
 	}
-	return flow_live(&key, 0);
+	return flow_live(&key, cache_slot(&key), 0, bpf_ktime_get_coarse_ns());
 }
 
 /*
@@ -961,9 +1124,10 @@ struct judged {
 };
 
 /* The verdict of SPEC section 4 for `p` from group `src` toward the guest behind the NIC of group `dst`. */
-static __always_inline void judge(struct __sk_buff *skb, __u32 src, __u32 dst, struct pkt *p, struct judged *j)
+static __always_inline void judge(struct __sk_buff *skb, __u32 src, __u32 dst, struct pkt *p, struct flow_ctx *f,
+				  struct judged *j)
 {
-	struct policy_value *v;
+	struct policy_value v;
 	int handled, asked;
 
 	if (resolution_verdict(skb->ifindex, src, dst, p, &handled, &asked)) {
@@ -975,18 +1139,18 @@ static __always_inline void judge(struct __sk_buff *skb, __u32 src, __u32 dst, s
 		return;
 	}
 	/* Every packet is judged by the policy, established or not. */
-	v = decide(src, dst, p);
-	if (v && v->verdict == VERDICT_ALLOW) {
-		j->rule = v->rule;
+	decide_cached(f, src, dst, p, &v);
+	if (v.verdict == VERDICT_ALLOW) {
+		j->rule = v.rule;
 		return;
 	}
 	if ((p->l3 == L3_IPV4 || p->l3 == L3_IPV6) &&
-	    (is_reply(skb->ifindex, p) || quotes_a_flow(skb, skb->ifindex, p) || host_service(skb, skb->ifindex, p))) {
+	    (is_reply(f, p) || quotes_a_flow(skb, skb->ifindex, p) || host_service(skb, skb->ifindex, p))) {
 		j->replied = 1;
 		return;
 	}
 	/* Default deny: no entry drops just as an explicit deny does. */
-	j->rule = v ? v->rule : 0;
+	j->rule = v.rule;
 	j->reason = j->rule ? REASON_RULE : REASON_NO_RULE;
 }
 
@@ -996,6 +1160,7 @@ int microseg_enforce(struct __sk_buff *skb)
 	struct nic_value *nic = nic_of(skb);
 	struct nic_counters *c;
 	struct judged j = {};
+	struct flow_ctx f;
 	struct pkt p;
 	__u32 src, dst;
 	int audit;
@@ -1007,13 +1172,14 @@ int microseg_enforce(struct __sk_buff *skb)
 	audit = nic->flags & NIC_F_AUDIT;
 	src = mark_group(skb->mark);
 	parse(skb, &p);
-	judge(skb, src, dst, &p, &j);
+	flow_ctx_of(&f, skb->ifindex, &p);
+	judge(skb, src, dst, &p, &f, &j);
 
 	c = nic_counters_of(skb);
 	rule_hit(j.rule);
 	if (!j.reason) {
-		if (j.rule && (p.l3 == L3_IPV4 || p.l3 == L3_IPV6))
-			mark_inbound(skb->ifindex, &p);
+		if (j.rule)
+			mark_inbound(&f, &p);
 		if (c) {
 			if (j.replied)
 				c->replied += 1;
@@ -1025,8 +1191,7 @@ int microseg_enforce(struct __sk_buff *skb)
 	if (audit) {
 		/* Delivered as if allowed: the flow stays inbound, so that every
 		 * packet of it is judged (and reported) again. */
-		if (p.l3 == L3_IPV4 || p.l3 == L3_IPV6)
-			mark_inbound(skb->ifindex, &p);
+		mark_inbound(&f, &p);
 		if (c)
 			c->audited += 1;
 		emit(skb->ifindex, EVENT_AUDIT, j.reason, j.rule, src, dst, &p);

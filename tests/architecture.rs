@@ -54,11 +54,12 @@ fn every_shared_struct_matches_the_objects_btf() {
     // microseg: nic_key (x2), nic_value, policy_key, policy_value, flow_key,
     // flow_value, peer_key, peer_seen, addr_key, addr_value, tunnel_settings,
     // nic_counters, rule_name, event_settings, event_state, event,
-    // assignment_key, nic_value (of assignments), pair_key, policy_value (of pair_verdicts);
+    // assignment_key, nic_value (of assignments), pair_key, policy_value (of pair_verdicts),
+    // flow_cache_entry;
     // vtepguard: peer4_key, peer_value (x2), peer6_key, guard_settings;
     // srv6: peer6_key, peer_value, srv6_counters;
     // orderprobe: probe_counts.
-    assert_eq!(structs, 30, "every shared struct was compared");
+    assert_eq!(structs, 31, "every shared struct was compared");
 }
 
 #[test]

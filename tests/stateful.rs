@@ -15,7 +15,7 @@ use microseg::subsystems::microseg::maps::{
     PAIR_VERDICTS, POLICY, REASON_RULE,
     REASON_TUNNEL, RULE_HITS, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
 };
-use microseg::subsystems::microseg::resolve;
+use microseg::subsystems::microseg::{resolve, rules};
 
 use common::packet::*;
 use common::*;
@@ -58,8 +58,25 @@ impl Plane {
         for (k, v) in &policy.entries {
             map.set(k, v).unwrap();
         }
+        // As a full pass ends every policy change: verdicts may be cached.
+        rules::policy_changed(&loaded).unwrap();
         loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: NIC }, &NicValue { mark: 2, flags: 0 }).unwrap();
         Plane { _sandbox: sandbox, loaded }
+    }
+
+    /// Replaces the policy with the one `json` resolves to, as a full pass
+    /// does: new entries, stale ones removed, the generation raised.
+    fn set_policy(&self, json: &str) {
+        let policy = resolve::resolve(&microseg::config::parse(json.as_bytes()).unwrap(), 1 << 20).unwrap();
+        let map = self.loaded.map(&POLICY).unwrap();
+        let stale: Vec<_> = map.keys().unwrap().into_iter().filter(|k| !policy.entries.contains_key(k)).collect();
+        for (k, v) in &policy.entries {
+            map.set(k, v).unwrap();
+        }
+        for k in stale {
+            map.remove(&k).unwrap();
+        }
+        rules::policy_changed(&self.loaded).unwrap();
     }
 
     fn run(&self, prog: &str, pkt: &[u8], mark: u32) -> i32 {
@@ -215,6 +232,7 @@ fn flows_are_created_refreshed_and_expire() {
     let mut old = first;
     old.last_seen -= 2_000_000_000;
     map.set(&k, &old).unwrap();
+    forget_flow_cache(&p.loaded);
     p.sent_by_guest(&out);
     assert!(map.get(&k).unwrap().unwrap().last_seen > old.last_seen, "not refreshed");
     // Idle past the UDP timeout: a reply no longer passes.
@@ -223,6 +241,7 @@ fn flows_are_created_refreshed_and_expire() {
     let mut idle = map.get(&k).unwrap().unwrap();
     idle.last_seen -= 31_000_000_000;
     map.set(&k, &idle).unwrap();
+    forget_flow_cache(&p.loaded);
     assert_eq!(p.to_guest(3, &reply), DROP, "an expired flow");
     // TCP after FIN: short timeout.
     let syn = eth_out().ip(v4(GUEST), v4(PEER), 6, &[], &tcp(40000, 22, TCP_SYN, b""));
@@ -233,6 +252,7 @@ fn flows_are_created_refreshed_and_expire() {
     assert_eq!(closing.flags & 1, 1, "FIN marks the flow closing");
     closing.last_seen -= 11_000_000_000;
     map.set(&tk, &closing).unwrap();
+    forget_flow_cache(&p.loaded);
     // (Unstamped: no rule lets it in, only the flow could.)
     let after_fin = eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(22, 40000, TCP_ACK, b""));
     assert_eq!(p.to_guest(0, &after_fin), DROP, "closed and idle past the short timeout");
@@ -256,34 +276,45 @@ fn a_revoked_rule_stops_an_established_flow_at_once() {
     let flows = p.loaded.map(&FLOWS).unwrap().entries().unwrap();
     assert!(flows.values().all(|v| v.flags & 2 != 0), "the guest's answers opened a flow of its own: {flows:?}");
     // The rule goes: the next packet in the opened direction is judged anew.
-    let cfg = microseg::config::parse(POLICY_JSON.replace(r#""dport": "80""#, r#""dport": "8080""#).as_bytes()).unwrap();
-    let policy = resolve::resolve(&cfg, 1 << 20).unwrap();
-    let map = p.loaded.map(&POLICY).unwrap();
-    let stale: Vec<_> = map.keys().unwrap().into_iter().filter(|k| !policy.entries.contains_key(k)).collect();
-    for (k, v) in &policy.entries {
-        map.set(k, v).unwrap();
-    }
-    for k in stale {
-        map.remove(&k).unwrap();
-    }
+    p.set_policy(&POLICY_JSON.replace(r#""dport": "80""#, r#""dport": "8080""#));
     assert_eq!(p.to_guest(1, &data), DROP, "the flow the rule let in is stopped");
     // UDP likewise: a -> b udp/5000 let in and answered, then revoked.
     let query = eth_in().udp(v4(PEER), v4(GUEST), 41000, 5000, b"q");
-    let cfg = microseg::config::parse(POLICY_JSON.as_bytes()).unwrap();
-    for (k, v) in &resolve::resolve(&cfg, 1 << 20).unwrap().entries {
-        map.set(k, v).unwrap();
-    }
+    p.set_policy(POLICY_JSON);
     assert_eq!(p.to_guest(1, &query), NEXT);
     p.sent_by_guest(&eth_out().udp(v4(GUEST), v4(PEER), 5000, 41000, b"a"));
     assert_eq!(p.to_guest(1, &query), NEXT);
-    let without_range = POLICY_JSON.replace(r#""dport": "5000:5099""#, r#""dport": "6000""#);
-    let revoked = resolve::resolve(&microseg::config::parse(without_range.as_bytes()).unwrap(), 1 << 20).unwrap();
-    for k in map.keys().unwrap() {
-        if !revoked.entries.contains_key(&k) {
-            map.remove(&k).unwrap();
-        }
-    }
+    p.set_policy(&POLICY_JSON.replace(r#""dport": "5000:5099""#, r#""dport": "6000""#));
     assert_eq!(p.to_guest(1, &query), DROP, "a revoked UDP flow is stopped despite the guest's answers");
+}
+
+/// The flow cache answers an established flow's packets from what the
+/// flow table and the policy said, and only while the policy generation is
+/// the one it was cached under: a policy change that did not raise it is
+/// not seen by the flow on this CPU, raising it is. (User space raises it
+/// after every change; this shows that the cache is used, and what for.)
+#[test]
+fn the_flow_cache_answers_only_under_the_policy_generation_it_was_made_in() {
+    stay_on_this_cpu();
+    let p = Plane::new();
+    p.loaded.map(&NIC_STATS).unwrap().create_zeroed_per_cpu(&NicKey { ifindex: NIC }).unwrap();
+    let data = eth_in().udp(v4(PEER), v4(GUEST), 41000, 5000, b"q");
+    assert_eq!(p.to_guest(1, &data), NEXT, "udp/5000 from a is allowed");
+    // Every policy entry goes, the generation stays: the cached verdict holds.
+    let map = p.loaded.map(&POLICY).unwrap();
+    for k in map.keys().unwrap() {
+        map.remove(&k).unwrap();
+    }
+    let before = nic_counters(&p);
+    assert_eq!(p.to_guest(1, &data), NEXT, "answered from the cache");
+    let after = nic_counters(&p);
+    assert_eq!((after.allowed - before.allowed, after.dropped - before.dropped), (1, 0), "counted as allowed");
+    // Another source group or another port is not the cached flow.
+    assert_eq!(p.to_guest(3, &data), DROP, "another source group");
+    assert_eq!(p.to_guest(1, &eth_in().udp(v4(PEER), v4(GUEST), 41000, 5001, b"q")), DROP, "another port");
+    // Raised: the same flow is judged by the (now empty) policy.
+    rules::policy_changed(&p.loaded).unwrap();
+    assert_eq!(p.to_guest(1, &data), DROP, "the generation changed");
 }
 
 
@@ -387,11 +418,13 @@ fn a_pair_without_l4_is_decided_by_the_pair_hash_first() {
     let udp_from = |src| p.to_guest(src, &eth_in().udp(v4(PEER), v4(GUEST), 40000, 9, b"x"));
     assert_eq!(udp_from(5), DROP, "no entry anywhere");
     pairs.set(&PairKey { src: 5, dst: 2 }, &allow).unwrap();
+    rules::policy_changed(&p.loaded).unwrap();
     assert_eq!(udp_from(5), NEXT, "the hash alone decides");
     assert_eq!(p.to_guest(5, &arp(mac(1), [0xff; 6], 1, PEER, GUEST)), NEXT, "resolution asks it too");
     // Asked before the trie (user space never writes a hash entry that disagrees with the trie).
     let deny = PolicyValue { verdict: 0, flags: 0, pad: 0, rule: 0 };
     pairs.set(&PairKey { src: 1, dst: 2 }, &deny).unwrap();
+    rules::policy_changed(&p.loaded).unwrap();
     assert_eq!(p.to_guest(1, &eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(40000, 80, TCP_SYN, b""))), DROP);
 }
 

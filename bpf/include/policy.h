@@ -125,6 +125,24 @@ struct flow_value {
 	__u32 pad;
 };
 
+/*
+ * Value of the per-CPU array flow_cache: one flow as the flow table and the
+ * policy last answered for it on this CPU (see the cache in microseg.bpf.c).
+ * The flow part is valid for REFRESH_AFTER from flow_seen (0: none); the
+ * verdict part while gen equals the policy generation (0: none) and the
+ * packet's source and destination groups are src and dst. User space only
+ * clears it.
+ */
+struct flow_cache_entry {
+	struct flow_key key;
+	__u32 flow_flags;
+	__u64 flow_seen;
+	__u32 gen;
+	__u16 src;
+	__u16 dst;
+	struct policy_value verdict;
+};
+
 /* Key of the LRU peers: an address a guest talks to or asked for. */
 struct peer_key {
 	__u32 ifindex;

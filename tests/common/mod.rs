@@ -868,3 +868,29 @@ pub fn send_with_socket_mark(lab: &Lab, guest: &str, mark: u32, to: SocketAddrV4
         s.send_to(payload, to).unwrap();
     });
 }
+
+/// Forgets what microseg's per-CPU flow cache holds, as a second passing
+/// would: for tests that age flow table entries by hand (the cache trusts a
+/// flow for at most REFRESH_AFTER after the table last confirmed it).
+pub fn forget_flow_cache(loaded: &microseg::kernel::state::Loaded) {
+    use microseg::kernel::sys;
+    let (fd, info) = loaded.map_raw(microseg::subsystems::microseg::maps::FLOW_CACHE.name).unwrap();
+    let zero = vec![0u8; (info.value_size as usize).next_multiple_of(8) * sys::possible_cpus().unwrap()];
+    for slot in 0..info.max_entries {
+        // SAFETY: the per-CPU value buffer covers every possible CPU's slot.
+        unsafe { sys::map_update(fd, &slot.to_ne_bytes(), &zero) }.unwrap();
+    }
+}
+
+/// Keeps the calling thread on the CPU it runs on, so that consecutive test
+/// runs of a program see the same per-CPU state (the flow cache).
+pub fn stay_on_this_cpu() {
+    // SAFETY: plain libc calls on this thread's own affinity mask.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu: {}", std::io::Error::last_os_error());
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity");
+    }
+}

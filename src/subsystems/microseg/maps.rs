@@ -151,6 +151,21 @@ shared_struct! {
 }
 
 shared_struct! {
+    /// Value of the per-CPU array `flow_cache`: a flow as the flow table and
+    /// the policy last answered for it on one CPU. The data plane owns it;
+    /// user space only clears it.
+    pub struct FlowCacheEntry = "flow_cache_entry" {
+        pub key: FlowKey,
+        pub flow_flags: u32,
+        pub flow_seen: u64,
+        pub gen: u32,
+        pub src: u16,
+        pub dst: u16,
+        pub verdict: PolicyValue,
+    }
+}
+
+shared_struct! {
     /// Key of the LRU `peers`: an address a guest talks to or asked for.
     pub struct PeerKey = "peer_key" { pub ifindex: u32, pub addr: [u8; 16] }
 }
@@ -191,6 +206,10 @@ pub static POLICY: MapDef<PolicyKey, PolicyValue> = MapDef::new("policy");
 pub static PAIR_VERDICTS: MapDef<PairKey, PolicyValue> = MapDef::new("pair_verdicts");
 pub static FLOWS: MapDef<FlowKey, FlowValue> = MapDef::new("flows");
 pub static PEERS: MapDef<PeerKey, PeerSeen> = MapDef::new("peers");
+/// A per-CPU array indexed by a hash of the flow key.
+pub static FLOW_CACHE: MapDef<u32, FlowCacheEntry> = MapDef::new("flow_cache");
+/// A one-entry array: the policy generation, raised after every policy change.
+pub static POLICY_GEN: MapDef<u32, u32> = MapDef::new("policy_gen");
 pub static UNDERLAY_ADDRS: MapDef<AddrKey, AddrValue> = MapDef::new("underlay_addrs");
 /// An array: its key is the slot index (0).
 pub static TUNNEL_CONFIG: MapDef<u32, TunnelSettings> = MapDef::new("tunnel_config");

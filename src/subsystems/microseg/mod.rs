@@ -24,20 +24,22 @@ use crate::subsystems::Recorded;
 
 use maps::{
     AddrKey, AddrValue, AssignmentKey, EventSettings, ASSIGNMENTS, NicKey, NicValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER,
-    EVENTS, EVENT_CONFIG, PAIR_VERDICTS, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS, PEERS, POLICY, RULE_HITS, RULE_NAMES,
-    TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
+    EVENTS, EVENT_CONFIG, PAIR_VERDICTS, EVENT_STATE, FLOWS, FLOW_CACHE, NIC_F_AUDIT, NIC_STATS, PEERS, POLICY, POLICY_GEN,
+    RULE_HITS, RULE_NAMES, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
 };
 
 /// The production data plane, built by `build.rs` from `bpf/microseg.bpf.c`.
 pub static OBJECT: crate::kernel::object::Embedded = crate::embedded_object!("microseg.bpf.o");
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
-static MAPS: [&dyn MapDesc; 14] = [
+static MAPS: [&dyn MapDesc; 16] = [
     &ASSIGNMENTS,
     &PAIR_VERDICTS,
     &TAP_TO_GROUP,
     &POLICY,
     &FLOWS,
+    &FLOW_CACHE,
+    &POLICY_GEN,
     &PEERS,
     &UNDERLAY_ADDRS,
     &TUNNEL_CONFIG,
@@ -61,7 +63,8 @@ impl Policy {
             spec: ObjectSpec {
                 name: NAME,
                 // 2: tap_to_group carries the audit flag, policy values rule slots.
-                schema_version: 2,
+                // 3: the flow cache and the policy generation.
+                schema_version: 3,
                 object,
                 maps: &MAPS,
                 // Enforcement toward the guest is attached before the stamp

@@ -13,6 +13,11 @@
 //! first. Its entries that the new policy no longer has are deleted before
 //! the trie changes (the old trie then answers as they did), its new ones
 //! written after: the hash never answers other than the trie beside it.
+//!
+//! The data plane caches verdicts per flow (`flow_cache`) under the policy
+//! generation it read before asking the maps. Every write and every deletion
+//! here ends by raising the generation, so no verdict made before a change
+//! is used after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,7 +26,7 @@ use anyhow::{bail, Result};
 use crate::kernel::maps::{Entries, MapContent, Ownership};
 use crate::kernel::state::Loaded;
 
-use super::maps::{PairKey, PolicyKey, PolicyValue, RuleName, PAIR_VERDICTS, POLICY, RULE_HITS, RULE_NAMES};
+use super::maps::{PairKey, PolicyKey, PolicyValue, RuleName, PAIR_VERDICTS, POLICY, POLICY_GEN, RULE_HITS, RULE_NAMES};
 use super::resolve;
 
 pub struct RulePolicy {
@@ -54,6 +59,18 @@ fn pure_pairs(entries: &BTreeMap<PolicyKey, PolicyValue>, loaded: &Loaded) -> Re
         .map(|(k, v)| (PairKey { src: k.src, dst: k.dst }, *v))
         .take(info.max_entries as usize)
         .collect())
+}
+
+/// Raises the policy generation after the policy maps changed: verdicts the
+/// data plane cached before are not used any more (0 is skipped: it means
+/// "nothing cached").
+pub fn policy_changed(loaded: &Loaded) -> Result<()> {
+    let gen = loaded.map(&POLICY_GEN)?;
+    let next = match gen.get(&0)?.unwrap_or(0).wrapping_add(1) {
+        0 => 1,
+        n => n,
+    };
+    gen.set(&0, &next)
 }
 
 /// The slot of every named rule in the kernel.
@@ -130,7 +147,11 @@ impl MapContent for RulePolicy {
         written += policy.write_to(fd, info)?;
         let (fd, info) = loaded.map_raw(PAIR_VERDICTS.name)?;
         let pairs = Entries { def: &PAIR_VERDICTS, entries: pairs, ownership: Ownership::Whole, vanished: None };
-        Ok(written + stale.len() + pairs.write_to(fd, info)?)
+        let changed = written + stale.len() + pairs.write_to(fd, info)?;
+        if changed > 0 {
+            policy_changed(loaded)?;
+        }
+        Ok(changed)
     }
 
     /// Stale entries first, then the slots no entry refers to any more.
@@ -146,6 +167,9 @@ impl MapContent for RulePolicy {
                 names.remove(&slot)?;
                 freed += 1;
             }
+        }
+        if deleted + freed > 0 {
+            policy_changed(loaded)?;
         }
         Ok(deleted + freed)
     }
