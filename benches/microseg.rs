@@ -111,7 +111,9 @@ const NOTES: &str = "\
   empty program run the same way; the NIC has its counters, the rule its hits entry and events are
   on, as after a full pass. Stamp: the guest's packet of an established flow; allow: a pair entry;
   reply: no rule, the flow table; port range: a udp 5000-5099 rule (aligned port blocks); drop: no
-  entry.
+  entry. Repeating one packet measures an established flow, which the per-CPU flow cache answers
+  after its first packet; the first packet of a new flow is measured apart: 20,000 frames with
+  new ports, each run once, the median minus the empty program's median run the same way.
 - **throughput**: two guests in their own namespaces on one bridge under the stateful L3/L4 policy
   (the client's group may open TCP 5201-5202 and UDP 5201 toward the server's, whose answers come
   back through the flow table; nothing the other way, which the bench checks); `iperf3` TCP for
@@ -133,17 +135,21 @@ const NOTES: &str = "\
   from its tap_plug on, pass-through until assigned); passes that assign, move or unassign NICs
   attach nothing. Attaching in parallel does not help (RTNL). A kernel that synced TCX entries with
   `call_rcu`, or `rcu_expedited` set by the administrator, would.
-- **Per packet** (targets 15-30 ns above an empty program; measured 65-300 ns). The egress program
-  does a hash lookup for the NIC, a per-CPU hash lookup for its counters, the pair hash (a pair
-  decided without L4) or else one LPM trie lookup keyed (src, dst, proto, dport) (its cost grows
-  with the trie's depth: 1,000 to 1,000,000 entries), a per-CPU hash lookup for the rule's hits,
-  and for an allowed packet the flow table (to keep flows let in toward the guest as inbound); a
-  reply misses the policy and then finds its flow (an LRU hash of 44-byte keys). Each hash lookup
-  costs about 20-25 ns here and the LPM lookup 60-150 ns. The pair hash took the allowed path from
-  about 190 to 112 ns. What would close more: an array indexed by a NIC slot for the NIC and its
-  counters (the verifier inlines array lookups), marking inbound flows only on their first packet,
-  and the flow lookup before the policy for packets the flow table knows. 15 ns for a stateful
-  verdict with per-rule accounting is not reachable with map lookups of this kind.
+- **Per packet** (targets 15-30 ns above an empty program). An established flow now costs 50-80 ns
+  on every path and does not depend on the policy's size (1,000 to 1,000,000 entries), down from
+  82-93 (stamp), 113-169 (allow), 130-214 (reply) and 146-341 ns (port range) before the per-CPU
+  flow cache: the flow table lookup (an LRU hash of 44-byte keys, about 40 ns here) and the
+  policy's pair hash or LPM trie (20-250 ns, growing with the trie's depth) became an array slot
+  and a key compare. What remains per packet: the hash lookup for the NIC's group (both programs),
+  the per-CPU hash lookups for the NIC's counters and the rule's hits (about 10-12 ns each,
+  measured by leaving them out), parsing, and building and comparing the flow key. A drop (no
+  entry, 120-130 ns) also asks the flow table whether it answers a flow. The first packet of a new
+  flow costs 270-340 ns: the cache misses, the LRU table takes an insert (and the policy is
+  asked). What would close more: the NIC's counters in a per-CPU array indexed by a NIC slot kept
+  in its group entry, and rule hits in a per-CPU array by rule slot (the verifier inlines array
+  lookups; sized per possible CPU, about 1 MiB per CPU for 131,072 rule slots, which is why they
+  are hashes). 15 ns for a stateful verdict with per-NIC and per-rule accounting is not reachable
+  with map lookups of this kind; without the accounting it would be about 30-40 ns.
 - **Throughput** under the stateful L3/L4 policy (a port rule decides the client's flows, the
   server's answers come back through the flow table): TCP reaches 90-107% of no enforcement, but
   64-byte UDP stays at 63-89% and new connections per second at 76-93%; against nftables with
@@ -153,10 +159,12 @@ const NOTES: &str = "\
   sender, receiver and softirq share the CPUs: the stamp and flow creation on the sender's NIC (an
   LRU insert for the flow and one for the peer on every new connection), the verdict on the
   receiver's (the port rule: an LPM lookup; inbound marking: another flow insert), the counters.
-  Closing the gap takes the per-packet work above (NIC slot arrays, inbound marking on the first
-  packet only, flow lookup first) and fewer inserts per new flow; run-to-run noise here is 10-20
-  points for small packets, even as the median of three runs, which is also why the comparison
-  with nftables flips between runs.
+  The flow cache took the established path to 50-80 ns per program; the first packet of a flow
+  (270-340 ns, LRU inserts) is what new connections pay, twice (the guest's SYN opens a flow on
+  its NIC, the server's NIC marks it inbound). Closing the rest of the gap takes fewer inserts per
+  new flow (the inbound mark and the peer entry) and the counter arrays above; run-to-run noise
+  here is 10-20 points for small packets, even as the median of three runs, which is also why the
+  comparison with nftables flips between runs.
 ";
 
 fn chrono_like_now() -> String {
@@ -388,6 +396,15 @@ fn memory(rows: &mut Vec<Row>) {
             String::new(),
         ));
     }
+    {
+        let cpus = microseg::kernel::sys::possible_cpus().expect("possible CPUs");
+        rows.push(Row::new(
+            "6 memory",
+            format!("flow cache (per-CPU array of 512 entries, {cpus} possible CPUs; independent of ct-max)"),
+            format!("{:.1} KiB", map_memory(&ms, "flow_cache") as f64 / 1024.0),
+            String::new(),
+        ));
+    }
     // 100,000 pairs, each with two ports: 100k pair entries plus their port entries.
     let with_ports = scale_config(0, 1000, 100_000).replace(r#""allow": 1}"#, r#""allow": 1, "proto": "tcp", "dport": "80,443"}"#);
     sandbox.write_config(&with_ports);
@@ -560,6 +577,7 @@ fn per_packet(rows: &mut Vec<Row>) {
         for chunk in pairs.chunks(65_536) {
             pair_map.set_all(chunk).unwrap();
         }
+        microseg::subsystems::microseg::rules::policy_changed(&loaded).unwrap();
         // As a full pass leaves them: the NIC's counters, the rule's hits, events on.
         loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: LO }, &NicValue { mark: 1, flags: 0 }).unwrap();
         loaded.map(&NIC_STATS).unwrap().create_zeroed_per_cpu(&NicKey { ifindex: LO }).unwrap();
@@ -594,6 +612,39 @@ fn per_packet(rows: &mut Vec<Row>) {
         let (miss, rv) = run("microseg_enforce", &ranged, 2000);
         assert_eq!(rv, 2);
         let above = |ns: u32| ns.saturating_sub(empty);
+        // The first packet of each of 20,000 new flows (run once each; the
+        // median, minus the empty program's median run the same way): the
+        // cache misses, the flow table gets an insert, the policy is asked.
+        let once = |prog: &std::os::fd::BorrowedFd<'_>, frames: &[Vec<u8>], mark: u32| -> u32 {
+            let mut runs: Vec<u32> = frames
+                .iter()
+                .map(|f| sys::prog_test_run(*prog, f, &SkBuffCtx::new(LO, mark), 1).unwrap().duration_ns)
+                .collect();
+            runs.sort_unstable();
+            runs[runs.len() / 2]
+        };
+        let fresh = |base: &[u8], port_at: usize| -> Vec<Vec<u8>> {
+            (20_000u16..40_000)
+                .map(|port| {
+                    let mut f = base.to_vec();
+                    f[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+                    f
+                })
+                .collect()
+        };
+        let empty_prog = empty_sched_cls();
+        let empty_once = once(&empty_prog.as_fd(), &fresh(&sent, 34), 1);
+        let stamp_prog = loaded.prog("microseg_stamp").fd.as_fd();
+        let enforce_prog = loaded.prog("microseg_enforce").fd.as_fd();
+        // New flows the guest opens (new source ports), and new flows a rule lets in (new peer ports).
+        let stamp_new = once(&stamp_prog, &fresh(&sent, 34), 0).saturating_sub(empty_once);
+        let allow_new = once(&enforce_prog, &fresh(&reply, 34), 1).saturating_sub(empty_once);
+        rows.push(Row::new(
+            "4 per packet",
+            format!("rule map with {entries} entries, first packet of a new flow (median of 20,000): stamp / forward allow"),
+            format!("{stamp_new} / {allow_new} ns"),
+            "",
+        ));
         rows.push(Row::new(
             "4 per packet",
             format!(
