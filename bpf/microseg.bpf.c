@@ -21,8 +21,6 @@
  * Built without vmlinux.h: only UAPI headers and bpf/include/.
  */
 #include <linux/bpf.h>
-#include <linux/tcp.h>
-#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 
 #include "include/events.h"
@@ -253,11 +251,11 @@ static __always_inline int forged_source(const struct addr_key *src)
 	return v && (v->kind == ADDR_LOCAL || v->kind == ADDR_PEER);
 }
 
-static __always_inline int tunnel_port(__be16 port)
+/* Whether UDP port `p` (host order) is one the node decapsulates. */
+static __always_inline int tunnel_port(__u16 p)
 {
 	__u32 zero = 0;
 	struct tunnel_settings *cfg = bpf_map_lookup_elem(&tunnel_config, &zero);
-	__u16 p = bpf_ntohs(port);
 	int i;
 
 	if (!cfg)
@@ -266,84 +264,6 @@ static __always_inline int tunnel_port(__be16 port)
 	for (i = 0; i < MAX_TUNNEL_PORTS; i++)
 		if (cfg->ports[i] && cfg->ports[i] == p)
 			return 1;
-	return 0;
-}
-
-static __always_inline void mapped_v4(struct addr_key *key, __be32 addr)
-{
-	__builtin_memset(key, 0, sizeof(*key));
-	key->addr[10] = 0xff;
-	key->addr[11] = 0xff;
-	__builtin_memcpy(&key->addr[12], &addr, 4);
-}
-
-/*
- * Whether a guest sends a tunnel packet the node could decapsulate, or that
- * claims the node's or a peer's address: UDP to a tunnel port, or SRv6 (a
- * segment routing header, or IP in IPv6 as the reduced encapsulation), to
- * the node, a broadcast or a multicast group, or from the node's or a
- * peer's address. Tunnels between guests (to a guest's unicast address,
- * from the guest's own) pass, through up to four VLAN tags as the bridge
- * may untag them. A later fragment carries no port and is never reassembled
- * without its first, which is judged.
- */
-static __always_inline int guest_tunnel_forbidden(struct __sk_buff *skb)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct addr_key src, dst;
-	struct udphdr *udp;
-	__u32 off = 0, ihl;
-	__be16 proto = skip_vlans(data, end, &off);
-
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = data + off;
-
-		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_UDP)
-			return 0;
-		if (ip->frag_off & bpf_htons(IP_OFFSET))
-			return 0;
-		ihl = ip->ihl * 4;
-		if (ihl < sizeof(*ip))
-			return 0;
-		udp = data + off + ihl;
-		if ((void *)(udp + 1) > end || !tunnel_port(udp->dest))
-			return 0;
-		/* Limited broadcast and multicast reach the node's sockets too. */
-		if (ip->daddr == 0xffffffff || (bpf_ntohl(ip->daddr) >> 28) == 0xe)
-			return 1;
-		mapped_v4(&dst, ip->daddr);
-		mapped_v4(&src, ip->saddr);
-		return node_bound(&dst) || forged_source(&src);
-	}
-	if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = data + off;
-		struct ipv6_chain chain;
-		int tunnel;
-
-		if (ipv6_walk(data, end, off, &chain) < 0 || (void *)(ip6 + 1) > end)
-			return 0;
-		tunnel = chain.srh || chain.proto == IPPROTO_IPIP || chain.proto == IPPROTO_IPV6;
-		if (!tunnel && chain.proto == IPPROTO_UDP && !chain.later_fragment) {
-			udp = data + chain.l4_off;
-			if ((void *)(udp + 1) > end)
-				return 0;
-			tunnel = tunnel_port(udp->dest);
-		}
-		if (!tunnel)
-			return 0;
-		if (ip6->daddr.s6_addr[0] == 0xff)
-			return 1;
-		__builtin_memcpy(dst.addr, &ip6->daddr, sizeof(dst.addr));
-		__builtin_memcpy(src.addr, &ip6->saddr, sizeof(src.addr));
-		if (node_bound(&dst) || forged_source(&src))
-			return 1;
-		/* A SID of this node (a seg6local route) decapsulates what it is
-		 * sent without being a local address. Only that answer counts:
-		 * without IPv6 forwarding the FIB cannot tell the node from a
-		 * guest on the bridge (see the README). */
-		return fib_lookup6(skb, skb->ifindex, &ip6->daddr) == BPF_FIB_LKUP_RET_UNSUPP_LWT;
-	}
 	return 0;
 }
 
@@ -437,6 +357,7 @@ struct pkt {
 	__u8 later_fragment;
 	__u8 tcp_flags;
 	__u8 icmp_type;
+	__u8 srh;	     /* IPv6: a segment routing header was seen */
 	__u16 arp_op;
 	__u16 sport;	     /* host order; ICMP echo: the identifier */
 	__u16 dport;	     /* host order; ICMP echo: 0 */
@@ -539,6 +460,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 			return 0;
 		p->l3 = L3_IPV6;
 		p->proto = chain.proto;
+		p->srh = chain.srh;
 		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
 		if (chain.later_fragment) {
@@ -554,6 +476,45 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		}
 	}
 	return 0;
+}
+
+/*
+ * Whether a guest sends a tunnel packet the node could decapsulate, or that
+ * claims the node's or a peer's address: UDP to a tunnel port, or SRv6 (a
+ * segment routing header, or IP in IPv6 as the reduced encapsulation), to
+ * the node, a broadcast or a multicast group, or from the node's or a
+ * peer's address. Tunnels between guests (to a guest's unicast address,
+ * from the guest's own) pass, through up to four VLAN tags as the bridge
+ * may untag them. A later fragment carries no port and is never reassembled
+ * without its first, which is judged. Reads the parsed packet: its
+ * addresses are addr_keys already (IPv4 mapped).
+ */
+static __always_inline int guest_tunnel_forbidden(struct __sk_buff *skb, const struct pkt *p)
+{
+	const struct addr_key *src = (const void *)p->saddr, *dst = (const void *)p->daddr;
+	int udp_tunnel = p->proto == IPPROTO_UDP && p->ports && tunnel_port(p->dport);
+
+	if (p->l3 == L3_IPV4) {
+		if (!udp_tunnel)
+			return 0;
+		/* Limited broadcast and multicast reach the node's sockets too. */
+		if ((p->daddr[12] & p->daddr[13] & p->daddr[14] & p->daddr[15]) == 0xff || (p->daddr[12] >> 4) == 0xe)
+			return 1;
+		return node_bound(dst) || forged_source(src);
+	}
+	if (p->l3 != L3_IPV6)
+		return 0;
+	if (!(udp_tunnel || p->srh || p->proto == IPPROTO_IPIP || p->proto == IPPROTO_IPV6))
+		return 0;
+	if (p->daddr[0] == 0xff)
+		return 1;
+	if (node_bound(dst) || forged_source(src))
+		return 1;
+	/* A SID of this node (a seg6local route) decapsulates what it is
+	 * sent without being a local address. Only that answer counts:
+	 * without IPv6 forwarding the FIB cannot tell the node from a
+	 * guest on the bridge (see the README). */
+	return fib_lookup6(skb, skb->ifindex, (const struct in6_addr *)p->daddr) == BPF_FIB_LKUP_RET_UNSUPP_LWT;
 }
 
 static __always_inline __u64 timeout(const struct flow_key *k, const struct flow_value *v)
@@ -865,19 +826,18 @@ int microseg_stamp(struct __sk_buff *skb)
 	struct nic_value *nic = nic_of(skb);
 	struct pkt p;
 
-	if (guest_tunnel_forbidden(skb)) {
+	parse(skb, &p);
+	if (guest_tunnel_forbidden(skb, &p)) {
 		struct nic_counters *c = nic ? nic_counters_of(skb) : 0;
 
 		if (c)
 			c->blocked += 1;
-		parse(skb, &p);
 		emit(skb->ifindex, EVENT_DROP, REASON_TUNNEL, 0, nic ? mark_group(nic->mark) : 0, 0, &p);
 		return MS_TCX_DROP;
 	}
 	if (!nic)
 		return MS_TCX_NEXT;
 	skb_set_mark(skb, mark_with_group(skb_mark(skb), nic->mark));
-	parse(skb, &p);
 	track(skb->ifindex, &p);
 	return MS_TCX_NEXT;
 }
