@@ -597,31 +597,41 @@ static __always_inline int keyable(const struct pkt *p)
  * (both hooks run with bottom halves off), so an entry is read and written
  * whole without a lock.
  */
-_Static_assert(sizeof(struct flow_key) % 4 == 0, "the flow key is hashed and compared in 32-bit words");
-#define FLOW_KEY_WORDS (sizeof(struct flow_key) / 4)
+/*
+ * Flow keys are hashed and compared 8 bytes at a time (five 64-bit words and
+ * a 32-bit tail): every key these functions see is 8-byte aligned (the
+ * stack copies are declared so, the cache entry starts with its key).
+ */
+_Static_assert(sizeof(struct flow_key) == 5 * 8 + 4, "flow key words");
+#define FLOW_KEY_ALIGNED __attribute__((aligned(8)))
 
-/* The cache entry `k` may occupy: multiplicative hashing of every key word. */
+/*
+ * The cache entry `k` may occupy: each word multiplied by its own odd
+ * constant and summed (independent multiplies, not a dependent chain), the
+ * slot taken from the high bits, which every key bit reaches.
+ */
 static __always_inline struct flow_cache_entry *cache_slot(const struct flow_key *k)
 {
-	const __u32 *w = (const void *)k;
-	__u32 h = 0, slot;
+	const __u64 *w = (const void *)k;
+	__u64 h = (__u64)((const __u32 *)k)[10] * 0x9e3779b97f4a7c15ULL;
+	__u32 slot;
 	int i;
 
 #pragma unroll
-	for (i = 0; i < FLOW_KEY_WORDS; i++)
-		h = (h ^ w[i]) * 0x9e3779b1;
-	slot = (h >> 16) & (MICROSEG_FLOW_CACHE - 1);
+	for (i = 0; i < 5; i++)
+		h += w[i] * (0xc2b2ae3d27d4eb4fULL + 2 * i);
+	slot = (h >> 40) & (MICROSEG_FLOW_CACHE - 1);
 	return bpf_map_lookup_elem(&flow_cache, &slot);
 }
 
 static __always_inline int same_flow(const struct flow_key *a, const struct flow_key *b)
 {
-	const __u32 *x = (const void *)a, *y = (const void *)b;
-	__u32 diff = 0;
+	const __u64 *x = (const void *)a, *y = (const void *)b;
+	__u64 diff = ((const __u32 *)a)[10] ^ ((const __u32 *)b)[10];
 	int i;
 
 #pragma unroll
-	for (i = 0; i < FLOW_KEY_WORDS; i++)
+	for (i = 0; i < 5; i++)
 		diff |= x[i] ^ y[i];
 	return !diff;
 }
@@ -668,7 +678,7 @@ static __always_inline void cache_flow(struct flow_cache_entry *e, const struct 
 static __always_inline void track(__u32 ifindex, struct pkt *p)
 {
 	struct flow_cache_entry *e;
-	struct flow_key key;
+	struct flow_key key FLOW_KEY_ALIGNED;
 	struct flow_value *v, fresh = {};
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 closing = (p->tcp_flags & (TCP_FIN | TCP_RST)) ? FLOW_F_CLOSING : 0;
@@ -724,7 +734,7 @@ static __always_inline void track(__u32 ifindex, struct pkt *p)
 
 /* The flow of a packet toward the guest, with its cache entry. */
 struct flow_ctx {
-	struct flow_key key; /* seen from the guest */
+	struct flow_key key FLOW_KEY_ALIGNED; /* seen from the guest */
 	struct flow_cache_entry *e;
 	__u64 now;
 	__u32 gen;   /* the policy generation, read before the policy is */
@@ -966,7 +976,7 @@ static __always_inline int quotes_a_flow(struct __sk_buff *skb, __u32 ifindex, c
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	struct flow_key key = { .ifindex = ifindex };
+	struct flow_key key FLOW_KEY_ALIGNED = { .ifindex = ifindex };
 	__u32 inner = p->l4_off + 8;
 	__u8 *l4;
 

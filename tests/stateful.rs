@@ -11,7 +11,7 @@ use microseg::kernel::sys::{self, SkBuffCtx};
 use microseg::kernel::ringbuf::RingReader;
 use microseg::subsystems::microseg::maps::{
     AddrKey, AddrValue, Event, EventSettings, EventState, FlowKey, NicCounters, NicKey, NicValue, PairKey, PolicyValue,
-    TunnelSettings, EVENTS, EVENT_AUDIT, EVENT_CONFIG, EVENT_DROP, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS,
+    TunnelSettings, EVENTS, EVENT_AUDIT, EVENT_CONFIG, FLOW_CACHE, EVENT_DROP, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS,
     PAIR_VERDICTS, POLICY, REASON_RULE,
     REASON_TUNNEL, RULE_HITS, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
 };
@@ -317,6 +317,33 @@ fn the_flow_cache_answers_only_under_the_policy_generation_it_was_made_in() {
     assert_eq!(p.to_guest(1, &data), DROP, "the generation changed");
 }
 
+
+/// The flow cache spreads flows over its slots: 64 flows of one guest that
+/// differ only in a port, or only in the peer's address, land in at least
+/// 52 distinct slots of 512 (a uniform hash leaves about 60: the birthday
+/// bound); a degenerate hash would put them in a few and make every packet
+/// take the slow path.
+#[test]
+fn the_flow_cache_spreads_flows_over_its_slots() {
+    stay_on_this_cpu();
+    let cpu = unsafe { libc::sched_getcpu() } as usize;
+    for by_port in [true, false] {
+        let p = Plane::new();
+        p.loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: NIC }, &NicValue { mark: 2, flags: 0 }).unwrap();
+        for i in 0..64u16 {
+            let pkt = if by_port {
+                eth_out().udp(v4(GUEST), v4(PEER), 40000 + i, 53, b"q")
+            } else {
+                eth_out().udp(v4(GUEST), v4(Ipv4Addr::new(10, 78, (i / 8) as u8, (i % 8) as u8 + 1)), 40000, 53, b"q")
+            };
+            p.sent_by_guest(&pkt);
+        }
+        let cache = p.loaded.map(&FLOW_CACHE).unwrap();
+        let used = (0..512u32).filter(|slot| cache.get_per_cpu(slot).unwrap().unwrap()[cpu].flow_seen != 0).count();
+        assert!(used >= 52, "64 flows (by {}) in {used} slots", if by_port { "port" } else { "address" });
+        println!("64 flows differing by {}: {used} slots", if by_port { "port" } else { "address" });
+    }
+}
 
 /// Per-CPU counters of the guest NIC, summed.
 fn nic_counters(p: &Plane) -> NicCounters {
