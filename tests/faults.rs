@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use microseg::kernel::object::Hook;
-use microseg::subsystems::microseg::maps::{NicKey, NicValue, PolicyKey, RULE_NAMES};
+use microseg::subsystems::microseg::maps::{NicKey, NicValue, PolicyKey, POLICY_GEN, RULE_NAMES};
 use microseg::testobjects::{
     MICROSEG_BROKEN as MICROSEG_TEST_BROKEN_OBJECT, MICROSEG_CODE as MICROSEG_TEST_CODE_OBJECT,
     MICROSEG_LAYOUT as MICROSEG_TEST_LAYOUT_OBJECT,
@@ -179,6 +179,37 @@ fn killed_at_every_crash_point_the_next_call_converges() {
         drop(sandbox);
         sh("ip link del veth104i0");
     }
+}
+
+/// A pass killed after it wrote the new policy but before it raised the
+/// policy generation: the next pass finds the policy maps already equal and
+/// still raises it, so verdicts the data plane cached from the old policy
+/// retire (they would otherwise hold for established flows indefinitely).
+#[test]
+fn a_pass_killed_before_raising_the_policy_generation_is_made_good_by_the_next() {
+    let _host = HostNs::enter();
+    add_nics(101..=104);
+    let sandbox = Sandbox::new("gen");
+    let ms = sandbox.microseg();
+    sandbox.write_config(&config_a());
+    ms.apply_full().unwrap();
+    let generation = || {
+        let fd = sys::obj_get(&ms.policy().map_pin(POLICY_GEN.name)).unwrap();
+        POLICY_GEN.open_fd(fd.as_fd()).unwrap().get(&0).unwrap().unwrap()
+    };
+    let before = generation();
+    assert!(before > 0, "a full pass that wrote a policy raised the generation");
+    // A new rule and nothing else: the killed pass writes entries and deletes none,
+    // so the next finds nothing to write or delete.
+    let mut rules = RULES.to_vec();
+    rules.push(("bc", Some("b"), "c", true));
+    let added = sdn_config(GROUPS, &rules, &[(101, "a"), (102, "b")]);
+    sandbox.write_config(&added);
+    wait_killed(cli(&sandbox, &["apply-full"], Some("policy-before-generation")).spawn().unwrap(), "policy-before-generation");
+    assert_eq!(generation(), before, "killed after the policy maps, before the generation");
+    ms.apply_full().unwrap();
+    assert!(generation() > before, "the next pass raised the generation although the policy maps were equal");
+    assert_converged(&ms, &added, "after the killed pass");
 }
 
 #[test]

@@ -15,9 +15,11 @@
 //! written after: the hash never answers other than the trie beside it.
 //!
 //! The data plane caches verdicts per flow (`flow_cache`) under the policy
-//! generation it read before asking the maps. Every write and every deletion
-//! here ends by raising the generation, so no verdict made before a change
-//! is used after it.
+//! generation it read before asking the maps. Every write here ends by
+//! raising the generation, whether or not it changed an entry: a pass killed
+//! after writing the maps but before raising it leaves maps that the next
+//! pass finds already equal, and that pass must still retire the verdicts
+//! cached before. Deletions raise it when they delete something.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -148,9 +150,8 @@ impl MapContent for RulePolicy {
         let (fd, info) = loaded.map_raw(PAIR_VERDICTS.name)?;
         let pairs = Entries { def: &PAIR_VERDICTS, entries: pairs, ownership: Ownership::Whole, vanished: None };
         let changed = written + stale.len() + pairs.write_to(fd, info)?;
-        if changed > 0 {
-            policy_changed(loaded)?;
-        }
+        crate::kernel::testhook::crash_point("policy-before-generation");
+        policy_changed(loaded)?;
         Ok(changed)
     }
 
