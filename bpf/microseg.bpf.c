@@ -595,12 +595,10 @@ static __always_inline int keyable(const struct pkt *p)
 /*
  * The flow cache (see flow_cache). The programs never interleave on one CPU
  * (both hooks run with bottom halves off), so an entry is read and written
- * whole without a lock.
- */
-/*
- * Flow keys are hashed and compared 8 bytes at a time (five 64-bit words and
- * a 32-bit tail): every key these functions see is 8-byte aligned (the
- * stack copies are declared so, the cache entry starts with its key).
+ * whole without a lock. Flow keys are hashed and compared 8 bytes at a time
+ * (five 64-bit words and a 32-bit tail): every key these functions see is
+ * 8-byte aligned (the stack copies are declared so, the cache entry starts
+ * with its key).
  */
 _Static_assert(sizeof(struct flow_key) == 5 * 8 + 4, "flow key words");
 #define FLOW_KEY_ALIGNED __attribute__((aligned(8)))
