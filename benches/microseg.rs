@@ -1,4 +1,4 @@
-//! Benchmarks (`sudo scripts/bench.sh`): one table, printed and written to
+//! Benchmarks (`scripts/bench.sh`, as root): one table, printed and written to
 //! BENCHMARKS.md with the machine described. Figures only: nothing here
 //! passes or fails on time; each target is reported as met or missed.
 //!
@@ -74,7 +74,7 @@ fn main() {
     println!("{table}");
     if only.is_empty() {
         let doc = format!(
-            "# Benchmarks\n\nProduced by `sudo scripts/bench.sh` ({}); every figure below comes from one run on this machine:\n\n{}\n{table}\n{}",
+            "# Benchmarks\n\nProduced by `scripts/bench.sh` as root ({}); every figure below comes from one run on this machine:\n\n{}\n{table}\n{}",
             chrono_like_now(),
             machine(),
             NOTES
