@@ -71,11 +71,7 @@ impl Carrier {
     }
 
     fn counters(&self) -> Srv6Counters {
-        let mut sum = Srv6Counters::default();
-        for c in self.loaded.map(&SRV6_STATS).unwrap().get_per_cpu(&0).unwrap().unwrap() {
-            sum += c;
-        }
-        sum
+        self.loaded.map(&SRV6_STATS).unwrap().get_summed(&0).unwrap()
     }
 }
 

@@ -52,16 +52,10 @@ impl Plane {
         let ms = sandbox.microseg();
         KernelState::check_bpf_root(&sandbox.settings.bpf_root).unwrap();
         let loaded = ms.policy().install(false, &|_| Ok(())).unwrap();
-        let cfg = microseg::config::parse(POLICY_JSON.as_bytes()).unwrap();
-        let policy = resolve::resolve(&cfg, 1 << 20).unwrap();
-        let map = loaded.map(&POLICY).unwrap();
-        for (k, v) in &policy.entries {
-            map.set(k, v).unwrap();
-        }
-        // As a full pass ends every policy change: verdicts may be cached.
-        rules::policy_changed(&loaded).unwrap();
         loaded.map(&TAP_TO_GROUP).unwrap().set(&NicKey { ifindex: NIC }, &NicValue { mark: 2, flags: 0 }).unwrap();
-        Plane { _sandbox: sandbox, loaded }
+        let plane = Plane { _sandbox: sandbox, loaded };
+        plane.set_policy(POLICY_JSON);
+        plane
     }
 
     /// Replaces the policy with the one `json` resolves to, as a full pass
@@ -347,11 +341,7 @@ fn the_flow_cache_spreads_flows_over_its_slots() {
 
 /// Per-CPU counters of the guest NIC, summed.
 fn nic_counters(p: &Plane) -> NicCounters {
-    let values = p.loaded.map(&NIC_STATS).unwrap().get_per_cpu(&NicKey { ifindex: NIC }).unwrap().unwrap();
-    values.into_iter().fold(NicCounters::default(), |mut sum, c| {
-        sum += c;
-        sum
-    })
+    p.loaded.map(&NIC_STATS).unwrap().get_summed(&NicKey { ifindex: NIC }).unwrap()
 }
 
 #[test]
