@@ -39,32 +39,19 @@ cat > "$root/srv/pve-standin/sdn/.running-config" <<'JSON'
 JSON
 
 units="$root/etc/systemd/system"
-cat > "$units/pve-cluster.service" <<'EOF2'
-[Unit]
-Description=stand-in for pmxcfs: mounts /etc/pve late
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'sleep 2; mkdir -p /etc/pve; mount --bind /srv/pve-standin /etc/pve'
-EOF2
-cat > "$units/guest-nic.service" <<'EOF2'
-[Unit]
-Description=stand-in for a guest NIC plugged before the boot-time pass
-Before=pve-microseg.service
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'ip link add veth100i0 type veth peer name peer100 && ip link set veth100i0 up'
-EOF2
-cat > "$units/pve-guests.service" <<'EOF2'
-[Unit]
-Description=stand-in for guest autostart: records what is enforced when guests start
-After=pve-cluster.service
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c '{ systemctl show -p ActiveState -p Result pve-microseg.service; mountpoint /etc/pve; ls /sys/fs/bpf/proxmox-ebpf/microseg/links; } > /result/at-guests 2>&1'
-EOF2
+# A stand-in for a PVE unit: NAME DESCRIPTION ORDERING COMMAND (a oneshot
+# that stays active, so that units ordered after it see it done).
+standin() {
+    printf '[Unit]\nDescription=%s\n%s\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c '"'"'%s'"'"'\n' \
+        "$2" "$3" "$4" > "$units/$1"
+}
+standin pve-cluster.service "stand-in for pmxcfs: mounts /etc/pve late" "" \
+    'sleep 2; mkdir -p /etc/pve; mount --bind /srv/pve-standin /etc/pve'
+standin guest-nic.service "stand-in for a guest NIC plugged before the boot-time pass" "Before=pve-microseg.service" \
+    'ip link add veth100i0 type veth peer name peer100 && ip link set veth100i0 up'
+standin pve-guests.service "stand-in for guest autostart: records what is enforced when guests start" \
+    "After=pve-cluster.service" \
+    '{ systemctl show -p ActiveState -p Result pve-microseg.service; mountpoint /etc/pve; ls /sys/fs/bpf/proxmox-ebpf/microseg/links; } > /result/at-guests 2>&1'
 cat > "$units/collect.service" <<'EOF2'
 [Unit]
 Description=collects the results and powers off

@@ -22,11 +22,7 @@ sub sim_tap_plug {
 }
 
 my $lab = lab_new();
-my %groups = (groups => [[ 'app', 10 ], [ 'web', 11, 'app' ], [ 'db', 20 ]],
-    assign => [[ 101, 'web' ], [ 102, 'db' ], [ 103, 'app' ]]);
-write_config(running_config(%groups,
-    rules => [[ 'web-db', 'web', 'db', 1 ], [ 'db-app', 'db', 'app', 0 ], [ 'host-web', undef, 'web', 1 ],
-	[ 'app-app', 'app', 'app', 1 ]]));
+write_config(three_tier_config());
 
 # The guests appear one by one, as at VM and container start.
 add_veth($lab, 'veth101i0', 1, 0);
@@ -47,9 +43,8 @@ is_deeply($got, \%want, 'measured matrix equals the policy after tap_plug') or d
 
 # SDN reload: db may now reach web (more specific than db -> app deny), the
 # host may no longer.
-write_config(running_config(%groups,
-    rules => [[ 'web-db', 'web', 'db', 1 ], [ 'db-app', 'db', 'app', 0 ], [ 'db-web', 'db', 'web', 1 ],
-	[ 'app-app', 'app', 'app', 1 ]]));
+write_config(three_tier_config([ 'web-db', 'web', 'db', 1 ], [ 'db-app', 'db', 'app', 0 ], [ 'db-web', 'db', 'web', 1 ],
+    [ 'app-app', 'app', 'app', 1 ]));
 my $r = PVE::RS::SDN::Microseg::apply_full();
 is($r->{loaded}, 0, 'reload: no program reloaded');
 ok($r->{map_writes} >= 1 && $r->{map_deletes} >= 1, "reload: rule map synced ($r->{map_writes} written, $r->{map_deletes} removed)");

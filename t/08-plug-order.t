@@ -50,11 +50,7 @@ sub pve_tap_plug {
 }
 
 my $lab = lab_new();
-my %groups = (groups => [[ 'app', 10 ], [ 'web', 11, 'app' ], [ 'db', 20 ]],
-    assign => [[ 101, 'web' ], [ 102, 'db' ], [ 103, 'app' ]]);
-write_config(running_config(%groups,
-    rules => [[ 'web-db', 'web', 'db', 1 ], [ 'db-app', 'db', 'app', 0 ], [ 'host-web', undef, 'web', 1 ],
-	[ 'app-app', 'app', 'app', 1 ]]));
+write_config(three_tier_config());
 
 # A VM on the plain bridge, a VM with firewall=1, a container on the plain bridge.
 my $fh101 = MicrosegLab::open_tap('tap101i0');

@@ -19,7 +19,7 @@ use Fcntl qw(O_RDWR O_NONBLOCK F_SETFL);
 use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(run sandbox write_config lab_new add_veth add_tap plug measure matrix_string pin_state running_config
-    udp_socket_in neighbours_of);
+    three_tier_config udp_socket_in neighbours_of);
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../..');
 $ENV{PVE_RS_MICROSEG_SO} //= "$ROOT/target/release/libpve_rs_microseg.so";
@@ -110,6 +110,17 @@ sub running_config {
     return qq({"version": 5, "zones": {"ids": {"z1": {"type": "simple"}}},)
 	.qq( "vnets": {"ids": {"v1": {"type": "vnet", "zone": "z1"}}},)
 	.qq( "microseg": {"ids": {$ms}}});
+}
+
+# The plug tests' cluster: group app with web below it, and db; guests 101
+# (web), 102 (db), 103 (app). The rules are @rules, or by default web -> db
+# allowed, db -> app denied, the host -> web allowed, app -> app allowed.
+sub three_tier_config {
+    my (@rules) = @_;
+    @rules = ([ 'web-db', 'web', 'db', 1 ], [ 'db-app', 'db', 'app', 0 ], [ 'host-web', undef, 'web', 1 ],
+	[ 'app-app', 'app', 'app', 1 ]) if !@rules;
+    return running_config(groups => [[ 'app', 10 ], [ 'web', 11, 'app' ], [ 'db', 20 ]],
+	assign => [[ 101, 'web' ], [ 102, 'db' ], [ 103, 'app' ]], rules => \@rules);
 }
 
 sub mac { sprintf('02:00:00:00:00:%02x', $_[0]) }
