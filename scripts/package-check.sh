@@ -82,6 +82,21 @@ apply_full() {
 tcx_progs() {
     bpftool -j prog show | grep -o '"name":"[a-z0-9_]*"' | grep -E 'microseg_|vtep_guard|srv6_' | sort | tr '\n' ' ' || true
 }
+# A program goes when its link is freed, and that is not at once when the
+# last pin goes: the kernel frees the bpffs inode after an RCU grace period
+# and puts the link from a work queue. clear() detaches each link itself
+# (the hook stops running it then), the purge only removes pins (the hook
+# stops when the work queue gets there); either way the programs' unloading
+# is awaited, bounded (5 s).
+await_no_progs() {
+    local i
+    for i in $(seq 50); do
+        [ -z "$(tcx_progs)" ] && return 0
+        sleep 0.1
+    done
+    echo "programs left attached after $1: $(tcx_progs)"
+    return 1
+}
 apply_full
 for prog in microseg_stamp microseg_enforce; do
     test -e "$PVE_MICROSEG_BPF_ROOT/microseg/links/veth100i0:$prog"
@@ -94,7 +109,7 @@ echo "attached: $(tcx_progs)"
 [ "$(tcx_progs)" = '"name":"microseg_enforce" "name":"microseg_stamp" "name":"srv6_receive" "name":"srv6_send" "name":"vtep_guard" ' ]
 perl -MPVE::RS::SDN::Microseg -e "PVE::RS::SDN::Microseg::clear()"
 test ! -e "$PVE_MICROSEG_BPF_ROOT"
-[ -z "$(tcx_progs)" ]
+await_no_progs clear
 
 echo "== the installed CLI, man page and completion"
 cli() { ip netns exec "$ns" /usr/sbin/pve-microseg "$@"; }
@@ -134,7 +149,10 @@ echo "== remove while clear() fails, then purge"
 apply_full
 # Another process holds a subsystem's lock: clear() at removal gives up
 # after the lock timeout and the removal goes on without it.
-flock -x "$PVE_MICROSEG_RUN_DIR/microseg/lock" sleep 60 &
+# One process holds it (flock(1) would leave its child holding the lock
+# after being killed).
+perl -MFcntl=:flock -e 'open(my $f, ">>", $ARGV[0]) or die "$ARGV[0]: $!\n";
+    flock($f, LOCK_EX) or die "flock: $!\n"; sleep 60' "$PVE_MICROSEG_RUN_DIR/microseg/lock" &
 holder=$!
 sleep 0.2
 dpkg -r "$pkg" 2> "$work/remove.log" || { cat "$work/remove.log"; exit 1; }
@@ -146,7 +164,7 @@ test -e "$PVE_MICROSEG_BPF_ROOT/srv6/links/ul0:srv6_send"
 dpkg --purge "$pkg"
 test ! -e "$PVE_MICROSEG_BPF_ROOT"
 test ! -e "$PVE_MICROSEG_RUN_DIR"
-[ -z "$(tcx_progs)" ] || { echo "programs left attached after purge: $(tcx_progs)"; exit 1; }
+await_no_progs purge
 ! perl -MPVE::RS::SDN::Microseg -e 1 2>/dev/null
 test ! -e /usr/share/perl5/PVE/RS/SDN/Microseg.pm
 echo "package check: all steps succeeded"
