@@ -163,21 +163,25 @@ const NOTES: &str = "\
   (see the table for the medians and the spread of the rounds). An A/A check of the method
   (no enforcement measured in our slot of each round; 10 and 10,000 pairs) gave medians of 98 and
   99% TCP, 104 and 96% small UDP, 101 and 99% connections, single rounds spread 71-163%:
-  differences of up to about 5 points are noise. A CPU profile of a 64-byte UDP run puts our
-  two programs' own instructions at about 2.7% of all samples and their map helpers (hash
-  lookups for the NIC, its counters and the rule's hits) at about 1%, that is 7-9% of the one
-  CPU that sends, bridges and delivers each datagram (about 2.5 µs each here): on real traffic
-  the per-packet cost is about 1.5 times the `BPF_PROG_TEST_RUN` figure, the maps not being in
-  the caches. New connections: a profile of the connection loop (ours against none) puts about
-  5% of all samples in our programs and their maps, a third of it in the flow table's bucket
-  walk: each connection inserts two flows (the client's, the server's inbound mark), and its
-  packets are handled on both CPUs, so each CPU's flow cache misses once per flow and the table's
-  entries (written on refresh and close) move between the CPUs' caches; the port rule's trie is
-  asked once per new flow. That is per-flow state in a table shared by the CPUs, which conntrack
-  pays as well (nftables loses as much here). Closing the gap to 95%/90% takes the per-packet work
-  above (counter arrays, cheaper parsing) and fewer table writes per connection (the inbound mark,
-  the FIN); against nftables with conntrack, which pays for conntrack and br_netfilter, ours is
-  level or ahead.
+  differences of up to about 5 points are noise. Whole runs also move with this machine's speed,
+  which changes from one run to the next (the per-packet rows of one run differed by up to 2x
+  from another's the day before): compare figures within one run. A CPU profile of the sending
+  CPU in a 64-byte UDP run (pinned as measured) puts our two programs' own instructions at 4.2%
+  of its samples and their helpers (hash lookups for the NIC, its counters and the rule's hits;
+  the clock) at 1.6%: about 6% of a CPU that sends, bridges and delivers each datagram in 2-3 µs;
+  on real traffic the per-packet cost is about 1.5 times the `BPF_PROG_TEST_RUN` figure, the
+  maps not being in the caches. New connections: with both programs attached but the NICs
+  unassigned (pass-through), twenty interleaved rounds gave 97% of none, so the hook itself costs
+  little; a profile of the connection loop under the policy puts about 7% of all samples in our
+  programs and their maps, a third of it in the hash tables' bucket walks: each connection
+  inserts two flows (the client's, the server's inbound mark), and its packets are handled on
+  both CPUs, so each CPU's flow cache misses once per flow and the table's entries (written on
+  refresh and close) move between the CPUs' caches; the port rule's trie is asked once per new
+  flow per direction. That is per-flow state in a table shared by the CPUs, which conntrack pays
+  as well (nftables loses as much here). Closing the gap to 95%/90% takes the per-packet work
+  above (counter arrays, the NIC's group from the flow cache, cheaper parsing) and fewer table
+  writes per connection (the inbound mark, the FIN); against nftables with conntrack, which pays
+  for conntrack and br_netfilter, ours is level or ahead in most runs.
 ";
 
 fn chrono_like_now() -> String {
