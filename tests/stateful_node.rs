@@ -345,10 +345,61 @@ fn revoking_a_rule_stops_an_established_connection_within_a_second() {
     assert_eq!(tcp_talk(&lab, a, SocketAddrV4::new(ip_b, 80).into()).unwrap(), "world:hello");
 }
 
+/// A flood of new flows from `guest` toward `to` (a new destination port
+/// each datagram) until stopped; more than the flow table holds per second.
+struct Flood {
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(lab: &Lab, guest: &str, to: Ipv4Addr) -> Flood {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        // The flooder may resolve nobody, so it gets the address by hand.
+        ip_batch(Some(&lab.guest_ns(guest).name), &format!("neigh replace {to} lladdr 02:00:00:00:00:02 dev eth0 nud permanent\n"));
+        let (on, sent) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
+        let sock = in_guest(lab, guest, || UdpSocket::bind("0.0.0.0:0").unwrap());
+        let (flag, count) = (on.clone(), sent.clone());
+        let thread = std::thread::spawn(move || {
+            let mut port = 1u16;
+            while flag.load(Ordering::Relaxed) {
+                for _ in 0..256 {
+                    let _ = sock.send_to(b"x", SocketAddrV4::new(to, port));
+                    port = port.wrapping_add(1).max(1);
+                }
+                count.fetch_add(256, Ordering::Relaxed);
+            }
+        });
+        Flood { on, sent, thread: Some(thread) }
+    }
+
+    /// Stops it; how many new flows it sent.
+    fn stop(mut self) -> u64 {
+        self.on.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Longest gap between two arrivals and how many arrived, from a loop that
+/// runs `tick` (true: something arrived) for `secs` seconds.
+fn arrivals(secs: u64, mut tick: impl FnMut() -> bool) -> (u32, Duration) {
+    let start = Instant::now();
+    let (mut arrived, mut longest_gap, mut last) = (0u32, Duration::ZERO, Instant::now());
+    while start.elapsed() < Duration::from_secs(secs) {
+        if tick() {
+            arrived += 1;
+            longest_gap = longest_gap.max(last.elapsed());
+            last = Instant::now();
+        }
+    }
+    (arrived, longest_gap)
+}
+
 #[test]
 fn a_flood_of_new_flows_does_not_break_another_guests_flow() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
     let sandbox = Sandbox::new("flood");
     let ms = sandbox.microseg();
     let lab = node();
@@ -362,52 +413,93 @@ fn a_flood_of_new_flows_does_not_break_another_guests_flow() {
     // Warm up the active flow (ARP, the flow entry).
     assert!(udp_ask(&lab, a, SocketAddrV4::new(ip_a, 0).into(), SocketAddrV4::new(ip_b, 5353).into()).is_some());
 
-    // c floods new flows (a new destination port each datagram) for 10 s.
-    // It may resolve nobody, so it gets b's address by hand.
-    ip_batch(Some(&lab.guest_ns(c).name), &format!("neigh replace {ip_b} lladdr 02:00:00:00:00:02 dev eth0 nud permanent\n"));
-    let flooding = Arc::new(AtomicBool::new(true));
-    let flooded = Arc::new(AtomicU64::new(0));
-    let flood_sock = in_guest(&lab, c, || UdpSocket::bind("0.0.0.0:0").unwrap());
-    let (flag, count) = (flooding.clone(), flooded.clone());
-    let flood = std::thread::spawn(move || {
-        let mut port = 1u16;
-        while flag.load(Ordering::Relaxed) {
-            for _ in 0..256 {
-                let _ = flood_sock.send_to(b"x", SocketAddrV4::new(ip_b, port));
-                port = port.wrapping_add(1).max(1);
-            }
-            count.fetch_add(256, Ordering::Relaxed);
-        }
-    });
-    // Meanwhile a's flow exchanges a request every 20 ms.
-    let start = Instant::now();
-    let (mut asked, mut answered, mut longest_gap, mut last_answer) = (0u32, 0u32, Duration::ZERO, Instant::now());
+    // c floods for 10 s; meanwhile a's flow exchanges a request every 20 ms.
+    let flood = Flood::start(&lab, c, ip_b);
+    let mut asked = 0u32;
     let mut buf = [0u8; 64];
-    while start.elapsed() < Duration::from_secs(10) {
+    let (answered, longest_gap) = arrivals(10, || {
         sock.send_to(b"ping", SocketAddrV4::new(ip_b, 5353)).unwrap();
         asked += 1;
-        if sock.recv(&mut buf).is_ok() {
-            answered += 1;
-            longest_gap = longest_gap.max(last_answer.elapsed());
-            last_answer = Instant::now();
-        }
+        let got = sock.recv(&mut buf).is_ok();
         std::thread::sleep(Duration::from_millis(20));
-    }
-    flooding.store(false, Ordering::Relaxed);
-    flood.join().unwrap();
+        got
+    });
+    let flooded = flood.stop();
     let flows = sys::obj_get(&ms.policy().map_pin(FLOWS.name)).unwrap();
     let table = FLOWS.open_fd(flows.as_fd()).unwrap().entries().unwrap().len();
     println!(
-        "flood: {} new flows from c in 10 s ({} per second), flow table at {table}; a's flow: {answered}/{asked} answered, \
+        "flood: {flooded} new flows from c in 10 s ({} per second), flow table at {table}; a's flow: {answered}/{asked} answered, \
          longest gap {longest_gap:?}",
-        flooded.load(Ordering::Relaxed),
-        flooded.load(Ordering::Relaxed) / 10
+        flooded / 10
     );
-    assert!(flooded.load(Ordering::Relaxed) > 200_000, "the flood was too weak to fill the table");
+    assert!(flooded > 200_000, "the flood was too weak to fill the table");
     assert!(longest_gap < Duration::from_secs(1), "a's flow was broken for {longest_gap:?}");
     assert!(answered * 10 >= asked * 9, "a's flow lost more than a tenth of its answers: {answered}/{asked}");
     // The flow still works, and a new one can be opened with the table full.
     sock.send_to(b"after", SocketAddrV4::new(ip_b, 5353)).unwrap();
     assert!(sock.recv(&mut buf).is_ok(), "a's flow is gone after the flood");
     assert!(udp_ask(&lab, a, SocketAddrV4::new(ip_a, 0).into(), SocketAddrV4::new(ip_b, 5353).into()).is_some());
+}
+
+/// The same flood against a flow whose guest only receives: it asked once,
+/// and the answers keep coming (a stream it subscribed to). Nothing the
+/// guest sends refreshes its flow; the answers must, though the flow cache
+/// asks the table at most once a second. The table is the smallest
+/// `ct-max` allows (1,024), so the flood replaces it thousands of times a
+/// second.
+#[test]
+fn a_flood_of_new_flows_does_not_break_a_flow_whose_guest_only_receives() {
+    let sandbox = Sandbox::new("flood-recv");
+    let ms = sandbox.microseg();
+    let lab = node();
+    sandbox.write_config(&config(true).replacen(r#""front":"#, r#""opt": {"type": "options", "ct-max": 1024}, "front":"#, 1));
+    ms.apply_full().unwrap();
+    let flows = sys::obj_get(&ms.policy().map_pin(FLOWS.name)).unwrap();
+    assert_eq!(sys::map_info(flows.as_fd()).unwrap().max_entries, 1024);
+    let (a, b, c) = ("veth101i0", "veth102i0", "veth103i0");
+    let (ip_a, ip_b) = (lab.endpoint_ip(a), lab.endpoint_ip(b));
+    let streamer = in_guest(&lab, b, || UdpSocket::bind(SocketAddrV4::new(ip_b, 5353)).unwrap());
+    let sock = in_guest(&lab, a, || UdpSocket::bind(SocketAddrV4::new(ip_a, 0)).unwrap());
+    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    streamer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // a subscribes (its one packet: ARP, the flow entry); b streams every 20 ms for 12 s.
+    let subscribed = monotonic_ns();
+    sock.send_to(b"subscribe", SocketAddrV4::new(ip_b, 5353)).unwrap();
+    let mut buf = [0u8; 64];
+    let (_, subscriber) = streamer.recv_from(&mut buf).expect("the subscription reached b");
+    let stream = std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(12) {
+            let _ = streamer.send_to(b"news", subscriber);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    assert!(sock.recv(&mut buf).is_ok(), "the stream does not reach a");
+
+    let flood = Flood::start(&lab, c, ip_b);
+    let (received, longest_gap) = arrivals(10, || sock.recv(&mut buf).is_ok());
+    let flooded = flood.stop();
+    stream.join().unwrap();
+    let table = FLOWS.open_fd(flows.as_fd()).unwrap().entries().unwrap().len();
+    println!("flood: {flooded} new flows from c in 10 s, flow table at {table}; a received {received} datagrams, longest gap {longest_gap:?}");
+    assert!(flooded > 200_000, "the flood was too weak to fill the table");
+    assert!(longest_gap < Duration::from_secs(1), "a's stream was broken for {longest_gap:?}");
+    // 10 s at one datagram per 20 ms: 500, less what sleeping late costs.
+    assert!(received >= 400, "a received only {received} datagrams of about 500");
+    // The flow a opened is still in the table, refreshed by the answers alone.
+    let ifindex_a = microseg::kernel::netdev::ifindex(a).unwrap();
+    let entries = FLOWS.open_fd(flows.as_fd()).unwrap().entries().unwrap();
+    let (_, flow) = entries
+        .iter()
+        .find(|(k, _)| k.ifindex == ifindex_a && k.proto == 17 && k.dport == 5353)
+        .expect("a's flow is gone from the table");
+    assert!(flow.last_seen >= subscribed + 8_000_000_000, "the answers did not refresh a's flow");
+}
+
+/// The clock the data plane stamps flows with (`bpf_ktime_get_coarse_ns`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) }, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
