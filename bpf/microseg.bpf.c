@@ -358,6 +358,7 @@ struct pkt {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 srh;	     /* IPv6: a segment routing header was seen */
+	__u8 mapped;	     /* IPv6 with an IPv4-mapped address (see v4_mapped) */
 	__u16 arp_op;
 	__u16 sport;	     /* host order; ICMP echo: the identifier */
 	__u16 dport;	     /* host order; ICMP echo: 0 */
@@ -373,6 +374,23 @@ static __always_inline void map4(__u8 *dst, const void *v4)
 	dst[10] = 0xff;
 	dst[11] = 0xff;
 	__builtin_memcpy(dst + 12, v4, 4);
+}
+
+/*
+ * Whether an IPv6 address is IPv4-mapped (::ffff:a.b.c.d). IPv4 flows are
+ * keyed by such addresses (map4), so an IPv6 packet that carries one (never
+ * valid on the wire, RFC 4291 2.5.5.2) would alias an IPv4 flow: it is
+ * judged by the policy alone, never tracked, never a reply.
+ */
+static __always_inline int v4_mapped(const __u8 *a)
+{
+	__u8 any = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 10; i++)
+		any |= a[i];
+	return !any && a[10] == 0xff && a[11] == 0xff;
 }
 
 static __always_inline int is_echo(__u8 proto, __u8 type)
@@ -463,6 +481,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		p->srh = chain.srh;
 		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		p->mapped = v4_mapped(p->saddr) || v4_mapped(p->daddr);
 		if (chain.later_fragment) {
 			p->later_fragment = 1;
 			return 0;
@@ -585,7 +604,7 @@ static __always_inline void flow_key_of(struct flow_key *key, __u32 ifindex, con
 /* Whether `p` carries the L4 identity a flow is keyed by. */
 static __always_inline int keyable(const struct pkt *p)
 {
-	if (p->later_fragment)
+	if (p->later_fragment || p->mapped)
 		return 0;
 	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)
 		return p->ports; /* echo only */
@@ -978,7 +997,7 @@ static __always_inline int quotes_a_flow(struct __sk_buff *skb, __u32 ifindex, c
 	__u32 inner = p->l4_off + 8;
 	__u8 *l4;
 
-	if (!is_icmp_error(p))
+	if (!is_icmp_error(p) || p->mapped)
 		return 0;
 	if (p->l3 == L3_IPV4) {
 		struct iphdr *ip = data + inner;
@@ -997,6 +1016,8 @@ static __always_inline int quotes_a_flow(struct __sk_buff *skb, __u32 ifindex, c
 		key.proto = ip6->nexthdr;
 		__builtin_memcpy(key.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(key.daddr, &ip6->daddr, 16);
+		if (v4_mapped(key.saddr) || v4_mapped(key.daddr))
+			return 0;
 		l4 = data + inner + sizeof(*ip6);
 	}
 	if ((void *)(l4 + 8) > end)

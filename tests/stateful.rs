@@ -149,6 +149,16 @@ fn replies_pass_through_the_flow_table_and_nothing_else_does() {
     p.sent_by_guest(&eth_out().udp(IpAddr::V6(GUEST6), IpAddr::V6(PEER6), 5353, 53, b"q"));
     assert_eq!(p.to_guest(3, &eth_in().udp(IpAddr::V6(PEER6), IpAddr::V6(GUEST6), 53, 5353, b"r")), NEXT);
     assert_eq!(p.to_guest(3, &eth_in().udp(IpAddr::V6(PEER6), IpAddr::V6(GUEST6), 53, 5354, b"r")), DROP);
+    // IPv4 flows are keyed by their IPv4-mapped IPv6 addresses: an IPv6
+    // packet carrying those (never valid on the wire) answers nothing and
+    // opens nothing.
+    let mapped = |a: Ipv4Addr| IpAddr::V6(a.to_ipv6_mapped());
+    assert_eq!(p.to_guest(1, &eth_in().udp(mapped(PEER), mapped(GUEST), 53, 44444, b"r")), DROP, "IPv6 posing as the UDP reply");
+    assert_eq!(p.to_guest(1, &eth_in().ip(mapped(PEER), mapped(GUEST), 6, &[], &tcp(8080, 33333, TCP_ACK, b""))), DROP);
+    let flows = p.flows().len();
+    p.sent_by_guest(&eth_out().udp(mapped(GUEST), mapped(PEER), 44445, 53, b"q"));
+    assert_eq!(p.flows().len(), flows, "an IPv6 packet with IPv4-mapped addresses was recorded as a flow");
+    assert_eq!(p.to_guest(1, &eth_in().udp(v4(PEER), v4(GUEST), 53, 44445, b"r")), DROP, "an IPv4 answer to it");
 }
 
 #[test]
@@ -173,6 +183,10 @@ fn icmp_errors_pass_only_when_they_quote_a_tracked_flow() {
     assert_eq!(p.to_guest(0, &err6(quoted6(&sent6))), NEXT, "packet too big for a tracked flow");
     let untracked6 = eth_out().udp(IpAddr::V6(GUEST6), IpAddr::V6(PEER6), 40004, 9999, b"big");
     assert_eq!(p.to_guest(0, &err6(quoted6(&untracked6))), DROP);
+    // An ICMPv6 error quoting the tracked IPv4 flow's packet as IPv6 with
+    // IPv4-mapped addresses: the keys would be equal, the flow is not its.
+    let posing = eth_out().udp(IpAddr::V6(GUEST.to_ipv6_mapped()), IpAddr::V6(PEER.to_ipv6_mapped()), 40001, 9999, b"big");
+    assert_eq!(p.to_guest(0, &err6(quoted6(&posing))), DROP, "an IPv6 quote posing as the IPv4 flow");
 }
 
 #[test]

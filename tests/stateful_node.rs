@@ -395,7 +395,7 @@ fn arrivals(secs: u64, mut tick: impl FnMut() -> bool) -> (u32, Duration) {
             last = Instant::now();
         }
     }
-    (arrived, longest_gap)
+    (arrived, longest_gap.max(last.elapsed()))
 }
 
 #[test]

@@ -42,11 +42,19 @@ impl Lock {
         let deadline = Instant::now() + LOCK_TIMEOUT;
         let mut pause = Duration::from_millis(1);
         loop {
-            fsutil::private_dir(root)?;
-            if let Some(dir) = path.parent() {
-                fsutil::private_dir(dir)?;
-            }
-            let file = fsutil::open_lock_file(path)?;
+            let opened = fsutil::private_dir(root)
+                .and_then(|_| path.parent().map_or(Ok(()), fsutil::private_dir))
+                .and_then(|_| fsutil::open_lock_file(path));
+            let file = match opened {
+                Ok(file) => file,
+                // A `clear` holding this lock removed the directory between
+                // making it and opening the file: make it again.
+                Err(e) if vanished(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             // SAFETY: flock on a descriptor we own.
             if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
                 let e = std::io::Error::last_os_error();
@@ -72,6 +80,10 @@ impl Lock {
             }
         }
     }
+}
+
+fn vanished(e: &anyhow::Error) -> bool {
+    e.root_cause().downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
 }
 
 fn same_inode(file: &File, path: &Path) -> bool {
