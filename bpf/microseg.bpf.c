@@ -206,6 +206,31 @@ struct {
 	__type(value, __u32);
 } policy_gen SEC(".maps");
 
+/* The admission rate of new flows per NIC (struct flow_admission). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_admission);
+} flow_admission SEC(".maps");
+
+/*
+ * Per NIC that adds flows: the theoretical arrival time of its next new
+ * flow (GCRA, as emit's limiter). Shared by the CPUs and updated without a
+ * lock: a race lets a flow more through, never one fewer. An LRU, so that
+ * no one has to remove the entries of NICs that are gone; a NIC whose entry
+ * was evicted starts with a full burst.
+ */
+#ifndef MICROSEG_BUDGETS_MAX
+#define MICROSEG_BUDGETS_MAX 4096
+#endif
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MICROSEG_BUDGETS_MAX);
+	__type(key, struct nic_key);
+	__type(value, __u64);
+} flow_budget SEC(".maps");
+
 /* Addresses guests talk to or asked for: their ARP and ND answers may pass. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -684,6 +709,37 @@ static __always_inline void cache_flow(struct flow_cache_entry *e, const struct 
 }
 
 /*
+ * Whether the NIC `ifindex` may add a flow to the table now (see
+ * flow_admission); a refused one is counted in its `unrecorded`.
+ */
+static __always_inline int flow_admitted(__u32 ifindex, __u64 now)
+{
+	struct nic_key key = { .ifindex = ifindex };
+	__u32 zero = 0;
+	struct flow_admission *cfg = bpf_map_lookup_elem(&flow_admission, &zero);
+	struct nic_counters *c;
+	__u64 *tat, next;
+
+	if (!cfg || !cfg->cost_ns)
+		return 1;
+	tat = bpf_map_lookup_elem(&flow_budget, &key);
+	if (!tat) {
+		next = now + cfg->cost_ns;
+		bpf_map_update_elem(&flow_budget, &key, &next, BPF_ANY);
+		return 1;
+	}
+	next = *tat > now ? *tat : now;
+	if (next - now <= cfg->burst_ns) {
+		*tat = next + cfg->cost_ns;
+		return 1;
+	}
+	c = bpf_map_lookup_elem(&nic_stats, &key);
+	if (c)
+		c->unrecorded += 1;
+	return 0;
+}
+
+/*
  * Records what the guest behind `ifindex` opens or asks for: the target of
  * its ARP requests and neighbour solicitations, and a flow for each IP
  * packet that opens one. An echo request opens; an echo reply never does.
@@ -742,6 +798,8 @@ static __always_inline void track(__u32 ifindex, struct pkt *p)
 		cache_flow(e, &key, v->flags, now);
 		return;
 	}
+	if (!flow_admitted(ifindex, now))
+		return;
 	fresh.last_seen = now;
 	fresh.flags = closing;
 	if (!bpf_map_update_elem(&flows, &key, &fresh, BPF_ANY))
@@ -794,6 +852,9 @@ static __always_inline void mark_inbound(struct flow_ctx *f, const struct pkt *p
 		cache_flow(f->e, &f->key, v->flags, f->now);
 		return;
 	}
+	/* Charged to this NIC: a flood toward it cannot cycle the table either. */
+	if (!flow_admitted(f->key.ifindex, f->now))
+		return;
 	fresh.last_seen = f->now;
 	fresh.flags = FLOW_F_INBOUND;
 	if (!bpf_map_update_elem(&flows, &f->key, &fresh, BPF_ANY))

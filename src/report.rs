@@ -96,7 +96,8 @@ pub struct NicStatus {
 }
 
 /// Packets toward the guest delivered by a rule, as answers to its own
-/// flows, dropped, passed in audit mode; packets from it refused.
+/// flows, dropped, passed in audit mode; packets from it refused; new flows
+/// past the NIC's admission rate, not recorded.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct NicCounts {
     pub allowed: u64,
@@ -104,6 +105,7 @@ pub struct NicCounts {
     pub dropped: u64,
     pub audited: u64,
     pub blocked: u64,
+    pub unrecorded: u64,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]

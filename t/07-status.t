@@ -42,7 +42,7 @@ is_deeply([ sort keys %nic ], [qw(tap103i0 veth101i0 veth102i0)], 'every guest N
 my $db = $nic{veth102i0};
 is_deeply([ @$db{qw(group mark audit enforced)} ], [ 'db', 20, 0, 1 ], 'group, mark, audit, enforced');
 ok($db->{ifindex} > 0, 'ifindex');
-is_deeply([ sort keys %{$db->{counters}} ], [qw(allowed audited blocked dropped replied)], 'counter columns');
+is_deeply([ sort keys %{$db->{counters}} ], [qw(allowed audited blocked dropped replied unrecorded)], 'counter columns');
 # measure() sends two datagrams per ordered pair.
 my $c0 = $nic0{veth102i0}{counters};
 is($db->{counters}{allowed} - $c0->{allowed}, 2, 'web -> db: two datagrams allowed');

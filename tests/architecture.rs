@@ -55,11 +55,11 @@ fn every_shared_struct_matches_the_objects_btf() {
     // flow_value, peer_key, peer_seen, addr_key, addr_value, tunnel_settings,
     // nic_counters, rule_name, event_settings, event_state, event,
     // assignment_key, nic_value (of assignments), pair_key, policy_value (of pair_verdicts),
-    // flow_cache_entry;
+    // flow_cache_entry, flow_admission, nic_key (of flow_budget);
     // vtepguard: peer4_key, peer_value (x2), peer6_key, guard_settings;
     // srv6: peer6_key, peer_value, srv6_counters;
     // orderprobe: probe_counts.
-    assert_eq!(structs, 31, "every shared struct was compared");
+    assert_eq!(structs, 33, "every shared struct was compared");
 }
 
 #[test]

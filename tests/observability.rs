@@ -193,7 +193,7 @@ fn status_shows_what_is_enforced_and_warns_about_what_is_not() {
     assert_eq!(s.rules["cb-deny"].configured, 1);
     assert_eq!(s.flows.capacity, 65_536);
     let sub = &s.subsystems["microseg"];
-    assert_eq!((sub.loaded, sub.current, sub.schema_version), (1, 1, Some(3)));
+    assert_eq!((sub.loaded, sub.current, sub.schema_version), (1, 1, Some(4)));
     assert_eq!(sub.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     assert_eq!(sub.links, 6, "two links on each of three NICs");
     assert!(sub.counters.contains_key("events_emitted"));

@@ -10,9 +10,9 @@ use microseg::kernel::state::{KernelState, Loaded};
 use microseg::kernel::sys::{self, SkBuffCtx};
 use microseg::kernel::ringbuf::RingReader;
 use microseg::subsystems::microseg::maps::{
-    AddrKey, AddrValue, Event, EventSettings, EventState, FlowKey, NicCounters, NicKey, NicValue, PairKey, PolicyValue,
+    AddrKey, AddrValue, Event, EventSettings, EventState, FlowAdmission, FlowKey, NicCounters, NicKey, NicValue, PairKey, PolicyValue,
     TunnelSettings, EVENTS, EVENT_AUDIT, EVENT_CONFIG, FLOW_CACHE, EVENT_DROP, EVENT_STATE, FLOWS, NIC_F_AUDIT, NIC_STATS,
-    PAIR_VERDICTS, POLICY, REASON_RULE,
+    FLOW_ADMISSION, PAIR_VERDICTS, POLICY, REASON_RULE,
     REASON_TUNNEL, RULE_HITS, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
 };
 use microseg::subsystems::microseg::{resolve, rules};
@@ -356,6 +356,39 @@ fn the_flow_cache_spreads_flows_over_its_slots() {
 /// Per-CPU counters of the guest NIC, summed.
 fn nic_counters(p: &Plane) -> NicCounters {
     p.loaded.map(&NIC_STATS).unwrap().get_summed(&NicKey { ifindex: NIC }).unwrap()
+}
+
+#[test]
+fn a_nic_adds_flows_no_faster_than_its_admission_rate() {
+    let p = Plane::new();
+    p.loaded.map(&NIC_STATS).unwrap().create_zeroed_per_cpu(&NicKey { ifindex: NIC }).unwrap();
+    const HOUR: u64 = 3_600_000_000_000;
+    let admission = |cost_ns, burst_ns| p.loaded.map(&FLOW_ADMISSION).unwrap().set(&0, &FlowAdmission { cost_ns, burst_ns }).unwrap();
+    admission(HOUR, 0);
+    let open = |sport| p.sent_by_guest(&eth_out().udp(v4(GUEST), v4(PEER), sport, 53, b"q"));
+    let answer = |dport| p.to_guest(1, &eth_in().udp(v4(PEER), v4(GUEST), 53, dport, b"r"));
+    assert_eq!(open(40000), NEXT);
+    assert_eq!((p.flows().len(), nic_counters(&p).unrecorded), (1, 0), "the first new flow is admitted");
+    assert_eq!(open(40001), NEXT, "a flow past the rate is still sent");
+    assert_eq!((p.flows().len(), nic_counters(&p).unrecorded), (1, 1), "but not recorded");
+    assert_eq!((answer(40000), answer(40001)), (NEXT, DROP), "only the recorded flow is answered");
+    assert_eq!(open(40000), NEXT);
+    assert_eq!(nic_counters(&p).unrecorded, 1, "a known flow costs nothing");
+    // A flow the policy lets in toward the NIC is delivered; its inbound mark is charged to the NIC.
+    assert_eq!(p.to_guest(1, &eth_in().ip(v4(PEER), v4(GUEST), 6, &[], &tcp(40000, 80, TCP_SYN, b""))), NEXT);
+    assert_eq!((p.flows().len(), nic_counters(&p).unrecorded), (1, 2));
+    // A burst of two costs: two more flows now, then none.
+    admission(HOUR, 2 * HOUR);
+    for sport in [40002, 40003, 40004] {
+        open(sport);
+    }
+    assert_eq!((p.flows().len(), nic_counters(&p).unrecorded), (3, 3));
+    // No limit.
+    admission(0, 0);
+    for sport in 41000..41100 {
+        open(sport);
+    }
+    assert_eq!((p.flows().len(), nic_counters(&p).unrecorded), (103, 3));
 }
 
 #[test]

@@ -47,6 +47,7 @@ struct nic_counters {
 	__u64 dropped;
 	__u64 audited;
 	__u64 blocked;
+	__u64 unrecorded; /* new flows past the NIC's admission rate (flow_admission) */
 };
 
 /*
@@ -172,6 +173,17 @@ struct addr_value {
 /* Value of the one-entry tunnel_config array: UDP ports the node decapsulates (0: unused). */
 struct tunnel_settings {
 	__u16 ports[MAX_TUNNEL_PORTS];
+};
+
+/*
+ * Value of the one-entry flow_admission array, from user space: each NIC
+ * may add a flow to the flow table once per cost_ns, up to burst_ns early
+ * (cost 0: no limit). So one guest's flood of new flows cannot cycle the
+ * table faster than the flows in use refresh their place in it.
+ */
+struct flow_admission {
+	__u64 cost_ns;
+	__u64 burst_ns;
 };
 
 #endif

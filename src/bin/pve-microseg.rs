@@ -141,6 +141,7 @@ fn status_text(s: &Status) -> String {
                 n.counters.dropped.to_string(),
                 n.counters.audited.to_string(),
                 n.counters.blocked.to_string(),
+                n.counters.unrecorded.to_string(),
             ]
         })
         .collect();
@@ -148,7 +149,7 @@ fn status_text(s: &Status) -> String {
         out.push("no guest NICs on this node".to_string());
     } else {
         let header =
-            ["NIC", "IFINDEX", "GROUP", "MARK", "AUDIT", "ENFORCED", "ALLOWED", "REPLIED", "DROPPED", "AUDITED", "BLOCKED"];
+            ["NIC", "IFINDEX", "GROUP", "MARK", "AUDIT", "ENFORCED", "ALLOWED", "REPLIED", "DROPPED", "AUDITED", "BLOCKED", "UNRECORDED"];
         out.push(table(&header, &nics));
     }
     if !s.rules.is_empty() {

@@ -27,14 +27,16 @@ pub const NIC_F_AUDIT: u16 = 1;
 
 shared_struct! {
     /// Value of the per-CPU `nic_stats`: packets toward the guest delivered
-    /// by a rule, as answers, dropped, passed in audit mode; and packets
-    /// from the guest refused.
+    /// by a rule, as answers, dropped, passed in audit mode; packets from the
+    /// guest refused; new flows of the NIC past its admission rate, not
+    /// added to the flow table.
     pub struct NicCounters = "nic_counters" {
         pub allowed: u64,
         pub replied: u64,
         pub dropped: u64,
         pub audited: u64,
         pub blocked: u64,
+        pub unrecorded: u64,
     }
 }
 
@@ -45,6 +47,7 @@ impl std::ops::AddAssign for NicCounters {
         self.dropped += o.dropped;
         self.audited += o.audited;
         self.blocked += o.blocked;
+        self.unrecorded += o.unrecorded;
     }
 }
 
@@ -194,6 +197,13 @@ shared_struct! {
     pub struct TunnelSettings = "tunnel_settings" { pub ports: [u16; 4] }
 }
 
+shared_struct! {
+    /// Value of the one-entry `flow_admission` array: each NIC may add a
+    /// flow to the flow table once per `cost_ns`, up to `burst_ns` early
+    /// (cost 0: no limit).
+    pub struct FlowAdmission = "flow_admission" { pub cost_ns: u64, pub burst_ns: u64 }
+}
+
 pub const ADDR_LOCAL: u8 = 1;
 pub const ADDR_BROADCAST: u8 = 2;
 pub const ADDR_PEER: u8 = 3;
@@ -220,6 +230,9 @@ pub static RULE_HITS: MapDef<u32, u64> = MapDef::new("rule_hits");
 pub static EVENTS: RingDef = RingDef { name: "events" };
 pub static EVENT_CONFIG: MapDef<u32, EventSettings> = MapDef::new("event_config");
 pub static EVENT_STATE: MapDef<u32, EventState> = MapDef::new("event_state");
+pub static FLOW_ADMISSION: MapDef<u32, FlowAdmission> = MapDef::new("flow_admission");
+/// Per NIC that adds flows: when its next new flow is due (an LRU the data plane keeps).
+pub static FLOW_BUDGET: MapDef<NicKey, u64> = MapDef::new("flow_budget");
 
 impl RuleName {
     /// How a rule id is kept: as it is when it fits; a longer one as its

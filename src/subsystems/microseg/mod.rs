@@ -25,14 +25,14 @@ use crate::subsystems::Recorded;
 use maps::{
     AddrKey, AddrValue, AssignmentKey, EventSettings, ASSIGNMENTS, NicKey, NicValue, TunnelSettings, ADDR_BROADCAST, ADDR_LOCAL, ADDR_PEER,
     EVENTS, EVENT_CONFIG, PAIR_VERDICTS, EVENT_STATE, FLOWS, FLOW_CACHE, NIC_F_AUDIT, NIC_STATS, PEERS, POLICY, POLICY_GEN,
-    RULE_HITS, RULE_NAMES, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS,
+    RULE_HITS, RULE_NAMES, TAP_TO_GROUP, TUNNEL_CONFIG, UNDERLAY_ADDRS, FLOW_ADMISSION, FLOW_BUDGET, FlowAdmission,
 };
 
 /// The production data plane, built by `build.rs` from `bpf/microseg.bpf.c`.
 pub static OBJECT: crate::kernel::object::Embedded = crate::embedded_object!("microseg.bpf.o");
 
 /// The maps user space syncs, for the lifecycle code and the layout tests.
-static MAPS: [&dyn MapDesc; 16] = [
+static MAPS: [&dyn MapDesc; 18] = [
     &ASSIGNMENTS,
     &PAIR_VERDICTS,
     &TAP_TO_GROUP,
@@ -49,6 +49,8 @@ static MAPS: [&dyn MapDesc; 16] = [
     &EVENTS,
     &EVENT_CONFIG,
     &EVENT_STATE,
+    &FLOW_ADMISSION,
+    &FLOW_BUDGET,
 ];
 
 pub const NAME: &str = "microseg";
@@ -64,7 +66,7 @@ impl Policy {
                 name: NAME,
                 // 2: tap_to_group carries the audit flag, policy values rule slots.
                 // 3: the flow cache and the policy generation.
-                schema_version: 3,
+                schema_version: 4,
                 object,
                 maps: &MAPS,
                 // Enforcement toward the guest is attached before the stamp
@@ -228,6 +230,15 @@ fn event_settings(cfg: &MicrosegConfig) -> Result<EventSettings> {
     Ok(EventSettings { cost_ns: (1_000_000_000 * cpus).div_ceil(rate), burst_ns: EVENT_BURST_NS })
 }
 
+/// Each NIC may add a quarter of `ct-max` flows a second to the flow table,
+/// and an eighth of it at once: one guest's flood of new flows then replaces
+/// the table no faster than once in about three seconds, while a flow in use
+/// refreshes its place in it at least once a second (the flow cache's trust).
+fn flow_admission(cfg: &MicrosegConfig) -> FlowAdmission {
+    let ct_max = u64::from(cfg.ct_max());
+    FlowAdmission { cost_ns: 4_000_000_000_u64.div_ceil(ct_max), burst_ns: 500_000_000 }
+}
+
 impl super::Subsystem for Policy {
     fn spec(&self) -> &ObjectSpec {
         &self.spec
@@ -262,6 +273,7 @@ impl super::Subsystem for Policy {
             rules::RulePolicy::boxed(policy),
             Entries::boxed(&ASSIGNMENTS, recorded, Ownership::Whole),
             Entries::boxed(&TUNNEL_CONFIG, BTreeMap::from([(0, tunnel_settings(cfg))]), Ownership::Additive),
+            Entries::boxed(&FLOW_ADMISSION, BTreeMap::from([(0, flow_admission(cfg))]), Ownership::Additive),
         ];
         maps.extend(node_maps(nics, &tunnel_peers(cfg))?);
         Ok(Some(Plan { maps, targets, counted, capacities: capacities(cfg) }))

@@ -114,6 +114,7 @@ pub fn status(state: &KernelState, cfg: Option<&MicrosegConfig>, out: &mut Statu
                 dropped: counters.dropped,
                 audited: counters.audited,
                 blocked: counters.blocked,
+                unrecorded: counters.unrecorded,
             },
         });
     }
