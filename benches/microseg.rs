@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use microseg::kernel::state::KernelState;
 use microseg::subsystems::microseg::maps::{
-    EventSettings, NicKey, NicValue, PairKey, PolicyKey, PolicyValue, EVENT_CONFIG, FLOWS, NIC_STATS, PAIR_VERDICTS, POLICY,
-    RULE_HITS, TAP_TO_GROUP,
+    EventSettings, FlowAdmission, NicKey, NicValue, PairKey, PolicyKey, PolicyValue, EVENT_CONFIG, FLOWS, NIC_STATS, PAIR_VERDICTS, POLICY,
+    RULE_HITS, TAP_TO_GROUP, FLOW_ADMISSION,
 };
 use microseg::subsystems::microseg::resolve::{policy_key, PREFIX_PAIR, PREFIX_PORT};
 use microseg::kernel::sys::{self, SkBuffCtx};
@@ -562,6 +562,9 @@ fn per_packet(rows: &mut Vec<Row>) {
         let ms = sandbox.microseg();
         KernelState::check_bpf_root(&sandbox.settings.bpf_root).unwrap();
         let loaded = ms.policy().install(false, &|_| Ok(())).unwrap();
+        // The admission rate of new flows on, as a full pass sets it, but
+        // high enough that every flow measured is admitted (the common path).
+        loaded.map(&FLOW_ADMISSION).unwrap().set(&0, &FlowAdmission { cost_ns: 1, burst_ns: 1_000_000_000 }).unwrap();
         // Pair entries of the LPM policy map (what a policy without L4 gives).
         let fill: Vec<(PolicyKey, PolicyValue)> = (1..=1024u16)
             .flat_map(|src| {
