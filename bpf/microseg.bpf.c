@@ -708,13 +708,19 @@ static __always_inline void cache_flow(struct flow_cache_entry *e, const struct 
 	e->flow_seen = now;
 }
 
+/* A budget key's top bit: the NIC's inbound marks (ifindexes are below 2^31). */
+#define BUDGET_INBOUND 0x80000000u
+
 /*
  * Whether the NIC `ifindex` may add a flow to the table now (see
- * flow_admission); a refused one is counted in its `unrecorded`.
+ * flow_admission): the flows its guest opens and the inbound marks of
+ * flows toward it have a budget each, so that a flood toward a guest does
+ * not keep the guest from opening flows. A refused one is counted in the
+ * NIC's `unrecorded`.
  */
-static __always_inline int flow_admitted(__u32 ifindex, __u64 now)
+static __always_inline int flow_admitted(__u32 ifindex, int inbound, __u64 now)
 {
-	struct nic_key key = { .ifindex = ifindex };
+	struct nic_key key = { .ifindex = ifindex | (inbound ? BUDGET_INBOUND : 0) };
 	__u32 zero = 0;
 	struct flow_admission *cfg = bpf_map_lookup_elem(&flow_admission, &zero);
 	struct nic_counters *c;
@@ -733,6 +739,7 @@ static __always_inline int flow_admitted(__u32 ifindex, __u64 now)
 		*tat = next + cfg->cost_ns;
 		return 1;
 	}
+	key.ifindex = ifindex; /* the NIC's counters (one key on the stack: enforce is near its limit) */
 	c = bpf_map_lookup_elem(&nic_stats, &key);
 	if (c)
 		c->unrecorded += 1;
@@ -798,7 +805,7 @@ static __always_inline void track(__u32 ifindex, struct pkt *p)
 		cache_flow(e, &key, v->flags, now);
 		return;
 	}
-	if (!flow_admitted(ifindex, now))
+	if (!flow_admitted(ifindex, 0, now))
 		return;
 	fresh.last_seen = now;
 	fresh.flags = closing;
@@ -852,8 +859,8 @@ static __always_inline void mark_inbound(struct flow_ctx *f, const struct pkt *p
 		cache_flow(f->e, &f->key, v->flags, f->now);
 		return;
 	}
-	/* Charged to this NIC: a flood toward it cannot cycle the table either. */
-	if (!flow_admitted(f->key.ifindex, f->now))
+	/* Charged to this NIC's inbound budget: a flood toward it cannot cycle the table either. */
+	if (!flow_admitted(f->key.ifindex, 1, f->now))
 		return;
 	fresh.last_seen = f->now;
 	fresh.flags = FLOW_F_INBOUND;

@@ -231,9 +231,11 @@ fn event_settings(cfg: &MicrosegConfig) -> Result<EventSettings> {
 }
 
 /// Each NIC may add a quarter of `ct-max` flows a second to the flow table,
-/// and an eighth of it at once: one guest's flood of new flows then replaces
-/// the table no faster than once in about three seconds, while a flow in use
-/// refreshes its place in it at least once a second (the flow cache's trust).
+/// and an eighth of it at once, for the flows its guest opens and again for
+/// the inbound marks of flows toward it: one guest's flood of new flows then
+/// replaces the table no faster than once in about two seconds, while a flow
+/// in use refreshes its place in it at least once a second (the flow cache's
+/// trust).
 fn flow_admission(cfg: &MicrosegConfig) -> FlowAdmission {
     let ct_max = u64::from(cfg.ct_max());
     FlowAdmission { cost_ns: 4_000_000_000_u64.div_ceil(ct_max), burst_ns: 500_000_000 }
