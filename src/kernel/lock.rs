@@ -83,7 +83,7 @@ impl Lock {
 }
 
 fn vanished(e: &anyhow::Error) -> bool {
-    e.root_cause().downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    e.root_cause().downcast_ref::<std::io::Error>().is_some_and(crate::kernel::state::is_not_found)
 }
 
 fn same_inode(file: &File, path: &Path) -> bool {

@@ -66,6 +66,8 @@ impl Policy {
                 name: NAME,
                 // 2: tap_to_group carries the audit flag, policy values rule slots.
                 // 3: the flow cache and the policy generation.
+                // 4: the admission rate of new flows (flow_admission,
+                //    flow_budget) and the NIC counter `unrecorded`.
                 schema_version: 4,
                 object,
                 maps: &MAPS,
